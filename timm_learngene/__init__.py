@@ -1,0 +1,22 @@
+"""timm-learngene: Learngene Pool (AAAI 2024) for timm.
+
+``import timm_learngene`` registers the ``learngene_pool*`` models with timm.
+"""
+from .version import __version__
+from .errors import (
+    CheckpointError, FormatVersionError, LearngeneError, PoolSpecError, RouteError, UnknownDescendantError,
+)
+from .spec import (
+    DescendantInfo, DistillSpec, MemberSpec, PoolSpec, enumerate_descendants, get_pool_spec, list_pool_specs,
+    pool_params, register_pool_spec, route_name, validate_route,
+)
+from .models import Descendant, LearngenePool, Member, FORMAT_VERSION
+from .checkpoint import load_pool, load_pool_weights, read_pool_config, save_pool
+
+__all__ = [
+    '__version__', 'CheckpointError', 'FormatVersionError', 'LearngeneError', 'PoolSpecError', 'RouteError',
+    'UnknownDescendantError', 'DescendantInfo', 'DistillSpec', 'MemberSpec', 'PoolSpec', 'enumerate_descendants',
+    'get_pool_spec', 'list_pool_specs', 'pool_params', 'register_pool_spec', 'route_name', 'validate_route',
+    'Descendant', 'LearngenePool', 'Member', 'FORMAT_VERSION', 'load_pool', 'load_pool_weights',
+    'read_pool_config', 'save_pool',
+]

@@ -1,0 +1,241 @@
+"""The pool checkpoint: ``model.safetensors`` + timm-style ``config.json`` in one folder (or Hub repo).
+
+``model.safetensors`` holds every tensor of the pool under the pool's names and, in its metadata, the format
+version and the pool spec, so a weights file alone can be checked against the model it is loaded into.
+``config.json`` is timm's layout (``architecture``, ``num_classes``, ``pretrained_cfg``, ``model_args``) with
+``model_args`` = ``{pool, descendants, format_version}``, which ``timm.create_model('local-dir:…')`` and
+``'hf-hub:…'`` feed back to the ``learngene_pool`` entrypoint.
+
+Loading a descendant reads only the tensors it runs (``safe_open`` + ``get_tensor`` per key). Nothing is
+unpickled.
+"""
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+
+from .errors import CheckpointError, FormatVersionError, PoolSpecError
+from .models.learngene_pool import FORMAT_VERSION, LearngenePool, _check_format_version
+from .spec import PoolSpec
+
+__all__ = ['save_pool', 'load_pool', 'load_pool_weights', 'read_pool_config', 'pool_weights_file',
+           'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES']
+
+_logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = 'model.safetensors'
+CONFIG_NAME = 'config.json'
+ARCHITECTURES = ('learngene_pool', 'learngene_pool_l9')
+_META_FORMAT = 'learngene_pool_format'
+_META_SPEC = 'learngene_pool_spec'
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Mapping[str, Mapping]] = None,
+              recipe: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``pool`` to the folder ``path`` as ``model.safetensors`` + ``config.json``.
+
+    Args:
+        pool: the whole pool (``timm.create_model('learngene_pool', …)``).
+        path: output folder, created if needed; existing files of the same names are replaced atomically.
+        metrics: measured values per descendant name (``{'s3': {'top1': 80.1}}``), merged over ``pool.metrics``.
+        recipe: the training config that produced the pool, stored in config.json for the model card.
+    Returns:
+        the folder path.
+    """
+    if not isinstance(pool, LearngenePool):
+        raise TypeError(f'save_pool takes a whole LearngenePool, got {type(pool).__name__}; '
+                        f"build one with timm.create_model('learngene_pool', …)")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f'{path} exists and is not a folder; pass a folder path for the pool')
+    path.mkdir(parents=True, exist_ok=True)
+    spec = pool.pool_spec
+    merged = {k: dict(v) for k, v in pool.metrics.items()}
+    for k, v in (metrics or {}).items():
+        merged.setdefault(k, {}).update(v)
+    pool.metrics = merged
+
+    state = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
+    meta = {'format': 'pt', _META_FORMAT: str(FORMAT_VERSION), _META_SPEC: spec.to_json()}
+    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+
+    cfg = dict(getattr(pool, 'pretrained_cfg', None) or {})
+    for k in ('file', 'source', 'state_dict', 'url', 'hf_hub_filename', 'architecture', 'tag'):
+        cfg.pop(k, None)
+    cfg.update(num_classes=spec.num_classes, input_size=(spec.in_chans, spec.img_size, spec.img_size))
+    cfg.setdefault('license', 'apache-2.0')
+    cfg.setdefault('paper_ids', 'arXiv:2312.05743')
+    config = {
+        'architecture': 'learngene_pool',
+        'num_classes': spec.num_classes,
+        'num_features': pool.num_features,
+        'pretrained_cfg': cfg,
+        'model_args': {
+            'format_version': FORMAT_VERSION,
+            'pool': spec.to_dict(),
+            'descendants': [d.to_dict() for d in pool.descendants],
+        },
+    }
+    if recipe is not None:
+        config['recipe'] = dict(recipe)
+    text = json.dumps(config, indent=2, default=list)
+    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read and check a pool folder's ``config.json``; returns the parsed dict with ``model_args['pool']`` as a
+    :class:`PoolSpec`."""
+    path = Path(path)
+    cfg_file = path / CONFIG_NAME if path.is_dir() else path
+    if not cfg_file.is_file():
+        raise CheckpointError(f'{cfg_file} not found; a pool folder holds {CONFIG_NAME} and {WEIGHTS_NAME} '
+                              f'(written by timm_learngene.save_pool)')
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{cfg_file} is not valid JSON ({e}); the pool folder is damaged') from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{cfg_file} must hold a JSON object, got {type(config).__name__}')
+    arch = config.get('architecture')
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(
+            f'{cfg_file} describes architecture {arch!r}, not a learngene pool ({", ".join(ARCHITECTURES)}); '
+            f'load it with timm.create_model directly')
+    args = config.get('model_args')
+    if not isinstance(args, dict) or 'pool' not in args:
+        raise CheckpointError(f'{cfg_file} has no model_args.pool (the pool spec); it was not written by save_pool')
+    _check_format_version(args.get('format_version'))
+    try:
+        args['pool'] = PoolSpec.from_dict(args['pool'])
+    except PoolSpecError as e:
+        raise CheckpointError(f'{cfg_file}: invalid pool spec: {e}') from None
+    return config
+
+
+def load_pool(path: Union[str, Path], descendant: Optional[str] = None, **kwargs) -> torch.nn.Module:
+    """Load the pool in folder ``path`` (or, with ``descendant='s3'``, only that descendant's tensors).
+
+    Same as ``timm.create_model('local-dir:PATH', pretrained=True, descendant=…)``, with the config checked
+    first so a folder of another model gives a clear error.
+    """
+    import timm
+    read_pool_config(path)
+    return timm.create_model(f'local-dir:{path}', pretrained=True, descendant=descendant, **kwargs)
+
+
+def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path:
+    """Where the pool's ``model.safetensors`` is: the cfg's ``file`` (a file or a pool folder), else the
+    ``hf_hub_id`` repo (downloaded once into the HF cache; ``repo@revision`` selects a revision)."""
+    file = pretrained_cfg.get('file')
+    if file:
+        p = Path(file)
+        if p.is_dir():
+            p = p / WEIGHTS_NAME
+        if not p.is_file():
+            raise CheckpointError(f'pool weights {p} not found; pass the model.safetensors of a pool saved with '
+                                  f'timm_learngene.save_pool, or its folder')
+        return p
+    repo = pretrained_cfg.get('hf_hub_id')
+    if repo:
+        from .hub import download_pool_file
+        return download_pool_file(repo, WEIGHTS_NAME, cache_dir=cache_dir)
+    raise CheckpointError('no pool weights to load: the pretrained cfg names neither a file nor a Hub repo; '
+                          "pass pretrained_cfg_overlay=dict(file='…/model.safetensors') or use 'local-dir:…'")
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework='pt', device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f'{file} is not a readable safetensors file ({e}); pool weights are the model.safetensors written by '
+            f'timm_learngene.save_pool') from None
+
+
+def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any], cache_dir=None,
+                      file: Optional[Union[str, Path]] = None) -> None:
+    """Copy into ``model`` (a pool or a descendant) the pool checkpoint's tensors it uses, and no others.
+
+    A head for a different number of classes is left at its fresh init; position embeddings of another image
+    size are resampled. Any other missing tensor or shape difference raises :class:`CheckpointError`.
+    """
+    file = Path(file) if file is not None else pool_weights_file(pretrained_cfg, cache_dir=cache_dir)
+    key_map = model.pool_key_map()
+    target = model.state_dict()
+    with _open(file) as f:
+        meta = f.metadata() or {}
+        if _META_FORMAT not in meta or _META_SPEC not in meta:
+            raise CheckpointError(f'{file} is a safetensors file but not a learngene pool checkpoint '
+                                  f'(no {_META_FORMAT!r} metadata); save pools with timm_learngene.save_pool')
+        try:
+            version = int(meta[_META_FORMAT])
+        except ValueError:
+            raise FormatVersionError(f'{file}: unreadable format version {meta[_META_FORMAT]!r}') from None
+        _check_format_version(version)
+        try:
+            saved = PoolSpec.from_dict(json.loads(meta[_META_SPEC]))
+        except (json.JSONDecodeError, PoolSpecError) as e:
+            raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
+        spec = model.pool_spec
+        diff = saved.same_weights_as(spec)
+        if diff:
+            raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
+                                  f'{spec.name!r}: {diff}')
+        available = set(f.keys())
+        state = {}
+        skipped = []
+        for key, pool_key in key_map.items():
+            if pool_key not in available:
+                raise CheckpointError(
+                    f'{file} has no tensor {pool_key!r} (needed for {key!r}); the checkpoint is incomplete')
+            shape = tuple(f.get_slice(pool_key).get_shape())
+            want = tuple(target[key].shape)
+            if _is_head(pool_key) and saved.num_classes != spec.num_classes:
+                skipped.append(key)
+                continue
+            if shape != want and not (pool_key.endswith('pos_embed') and saved.img_size != spec.img_size):
+                raise CheckpointError(
+                    f'{file}: tensor {pool_key!r} has shape {list(shape)} but the model expects {list(want)} '
+                    f'for {key!r}; the checkpoint does not match its pool spec')
+            t = f.get_tensor(pool_key)
+            if pool_key.endswith('pos_embed') and shape != want:
+                g = saved.img_size // saved.patch_size
+                t = resample_abs_pos_embed(t, new_size=[spec.img_size // spec.patch_size] * 2, old_size=[g, g],
+                                           num_prefix_tokens=1)
+            state[key] = t
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in skipped]
+    if missing or unexpected:
+        raise CheckpointError(f'{file}: could not load {missing or unexpected}')
+    if skipped:
+        _logger.info(f'{file}: heads for {saved.num_classes} classes not loaded into a {spec.num_classes}-class '
+                     f'model: {skipped}')
+
+
+def _is_head(pool_key: str) -> bool:
+    parts = pool_key.split('.')
+    return len(parts) >= 3 and parts[0] == 'members' and parts[2] == 'head'

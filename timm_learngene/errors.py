@@ -1,0 +1,34 @@
+"""Exceptions raised by timm_learngene.
+
+Every error is a ``ValueError`` subclass, so callers that only want "bad input" can catch that; the subclasses
+let tests and tools tell the cases apart. Messages say what was wrong, what was expected and what to do.
+"""
+
+__all__ = [
+    'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
+    'FormatVersionError',
+]
+
+
+class LearngeneError(ValueError):
+    """Base class of every error this package raises on bad input."""
+
+
+class PoolSpecError(LearngeneError):
+    """A pool spec (members, sizes, stitching, matched positions) is malformed or inconsistent."""
+
+
+class RouteError(LearngeneError):
+    """A route does not describe a descendant the pool can build."""
+
+
+class UnknownDescendantError(LearngeneError):
+    """A descendant name that the pool does not have."""
+
+
+class CheckpointError(LearngeneError):
+    """A pool checkpoint (model.safetensors / config.json) is unreadable, incomplete or does not match."""
+
+
+class FormatVersionError(CheckpointError):
+    """A pool checkpoint written in a format version this package does not know."""

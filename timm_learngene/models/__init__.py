@@ -1,0 +1,1 @@
+from .learngene_pool import Descendant, LearngenePool, Member, FORMAT_VERSION, HUB_REPOS

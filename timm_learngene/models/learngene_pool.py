@@ -1,0 +1,489 @@
+"""Learngene Pool models: the pool (every member and stitch layer) and its stitched descendants.
+
+Learngene Pool, "Building Variable-sized Models via Learngene Pool" (Shi et al., AAAI 2024, arXiv 2312.05743);
+stitching as in SN-Net, "Stitchable Neural Networks" (Pan et al., CVPR 2023).
+
+Blocks are timm's own ``Block`` and a member's tensors carry the names of a timm ``VisionTransformer``
+(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i``, ``norm``, ``head``), so a member loads a
+timm ViT's weights key for key. A :class:`Descendant` is a plain timm-style ViT whose blocks change width once
+per stitch; :meth:`LearngenePool.descendant` returns one that shares the pool's modules, and the pool's
+``forward(x, route)`` runs exactly that module, so a standalone descendant and the pool agree bit for bit.
+"""
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import PatchEmbed, trunc_normal_
+from timm.models._features import feature_take_indices
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import Block
+
+from ..errors import FormatVersionError, PoolSpecError, RouteError
+from ..spec import (
+    DEIT_BASE_L6, DEIT_BASE_L9, DescendantInfo, MemberSpec, PoolSpec, Route, enumerate_descendants,
+    find_descendant, stitch_window, validate_route,
+)
+
+__all__ = ['Member', 'LearngenePool', 'Descendant', 'FORMAT_VERSION', 'HUB_REPOS']
+
+# Version of the checkpoint layout (tensor names + config.json fields). Bump when either changes.
+FORMAT_VERSION = 1
+
+HUB_REPOS = {
+    'deit_base_l6': 'timm-learngene/learngene-pool-deit-base-l6',
+    'deit_base_l9': 'timm-learngene/learngene-pool-deit-base-l9',
+}
+
+_norm_layer = partial(nn.LayerNorm, eps=1e-6)
+
+
+def _block(m: MemberSpec, drop_path: float = 0.) -> Block:
+    return Block(m.width, m.heads, mlp_ratio=m.mlp_ratio, qkv_bias=True, drop_path=drop_path,
+                 norm_layer=_norm_layer)
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _resolve_img_size(img_size) -> Optional[int]:
+    if img_size is None or isinstance(img_size, int):
+        return img_size
+    h, w = img_size
+    if h != w:
+        raise PoolSpecError(f'learngene pools take square images; got img_size={tuple(img_size)}')
+    return int(h)
+
+
+def _apply_overrides(spec: PoolSpec, num_classes=None, img_size=None, in_chans=None) -> PoolSpec:
+    changes = dict(num_classes=num_classes, img_size=_resolve_img_size(img_size), in_chans=in_chans)
+    return spec.replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+class Member(nn.Module):
+    """One auxiliary ViT of the pool, with a timm ``VisionTransformer``'s tensor names."""
+
+    def __init__(self, m: MemberSpec, spec: PoolSpec, drop_path_rate: float = 0.):
+        super().__init__()
+        self.spec = m
+        self.patch_embed = PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, m.width)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, m.width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, spec.num_tokens, m.width))
+        dpr = torch.linspace(0, drop_path_rate, m.depth).tolist()
+        self.blocks = nn.ModuleList([_block(m, dpr[i]) for i in range(m.depth)])
+        self.norm = _norm_layer(m.width)
+        self.head = nn.Linear(m.width, spec.num_classes) if spec.num_classes else nn.Identity()
+        trunc_normal_(self.pos_embed, std=.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        self.apply(_init_linear)
+
+
+class Descendant(nn.Module):
+    """A stitched ViT: front member's embedding and blocks, stitch layer(s), end member's blocks, norm, head.
+
+    Build one with ``timm.create_model('learngene_pool_s3')`` (fresh modules) or :meth:`LearngenePool.descendant`
+    (modules shared with the pool). Speaks timm's model API.
+    """
+
+    def __init__(
+            self,
+            pool: Union[PoolSpec, dict, str] = DEIT_BASE_L6,
+            descendant: Union[str, Sequence] = 's1',
+            num_classes: Optional[int] = None,
+            img_size=None,
+            in_chans: Optional[int] = None,
+            global_pool: str = 'token',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            descendants: Optional[List[dict]] = None,
+            _parts: Optional[Dict[str, Any]] = None,
+    ):
+        super().__init__()
+        if global_pool not in ('token', 'avg'):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
+        self.pool_spec = spec
+        self.info: DescendantInfo = find_descendant(spec, descendant, _metrics(descendants))
+        self.route: Route = self.info.route
+        front, end = spec.member(self.route[0][0]), spec.member(self.route[-1][0])
+        self.num_classes = spec.num_classes
+        self.in_chans = spec.in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = end.width
+        self.num_prefix_tokens = 1
+        self.has_class_token = True
+        self.grad_checkpointing = False
+
+        parts = _parts if _parts is not None else self._fresh_parts(spec, self.route, drop_path_rate)
+        self.patch_embed = parts['patch_embed']
+        self.cls_token = parts['cls_token']
+        self.pos_embed = parts['pos_embed']
+        self.blocks = nn.ModuleList(parts['blocks'])
+        self.stitches = nn.ModuleDict(parts['stitches'])
+        self.norm = parts['norm']
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = parts['head']
+        self._pool_keys = parts['pool_keys']
+        self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
+        self.feature_info = [
+            dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(self.block_widths)]
+
+    @staticmethod
+    def _fresh_parts(spec: PoolSpec, route: Route, drop_path_rate: float) -> Dict[str, Any]:
+        front, end = spec.member(route[0][0]), spec.member(route[-1][0])
+        depth = sum(b - a for _, a, b in route)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        blocks = []
+        for name, a, b in route:
+            m = spec.member(name)
+            blocks += [_block(m, dpr[len(blocks) + i]) for i in range(b - a)]
+        stitches = {}
+        for (fa, _, fb), (ea, _, _) in zip(route, route[1:]):
+            stitches[str(_stitch_after(route, fa, fb))] = nn.Linear(spec.member(fa).width, spec.member(ea).width)
+        parts = dict(
+            patch_embed=PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, front.width),
+            cls_token=nn.Parameter(torch.zeros(1, 1, front.width)),
+            pos_embed=nn.Parameter(torch.zeros(1, spec.num_tokens, front.width)),
+            blocks=blocks, stitches=stitches, norm=_norm_layer(end.width),
+            head=nn.Linear(end.width, spec.num_classes) if spec.num_classes else nn.Identity(),
+            pool_keys=_pool_key_prefixes(spec, route),
+        )
+        trunc_normal_(parts['pos_embed'], std=.02)
+        nn.init.normal_(parts['cls_token'], std=1e-6)
+        for mod in [*blocks, *stitches.values(), parts['head']]:
+            mod.apply(_init_linear)
+        return parts
+
+    # ---- pool checkpoint mapping --------------------------------------------------------------------------
+    def pool_key_map(self) -> Dict[str, str]:
+        """``{name in this model's state_dict: name of the same tensor in the pool checkpoint}``."""
+        out = {}
+        for key in self.state_dict():
+            for prefix, pool_prefix in self._pool_keys:
+                if key == prefix or key.startswith(prefix + '.'):
+                    out[key] = pool_prefix + key[len(prefix):]
+                    break
+        return out
+
+    # ---- timm API -----------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {'pos_embed', 'cls_token'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(
+            stem=r'^cls_token|pos_embed|patch_embed',
+            # a stitch layer joins the group of the block it follows
+            blocks=[(r'^blocks\.(\d+)|^stitches\.(\d+)', None), (r'^norm', (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        if global_pool is not None:
+            if global_pool not in ('token', 'avg'):
+                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.apply(_init_linear)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+    def _run_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        blk = self.blocks[i]
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = blk(x)
+        stitch = self.stitches[str(i)] if str(i) in self.stitches else None
+        return stitch(x) if stitch is not None else x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x C x H x W`` image -> ``B x N x D_end`` normalised tokens."""
+        x = self._embed(x)
+        for i in range(len(self.blocks)):
+            x = self._run_block(i, x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 1:].mean(dim=1) if self.global_pool == 'avg' else x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ):
+        """Block outputs (after the stitch where one follows the block), as timm's ViT returns them.
+
+        Widths change along a descendant, so ``norm=True`` (the final norm) is only valid for blocks of the end
+        member's width.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        B, _, height, width = x.shape
+        x = self._embed(x)
+        last = max_index if stop_early else len(self.blocks) - 1
+        intermediates = []
+        for i in range(last + 1):
+            x = self._run_block(i, x)
+            if i in take_indices:
+                if norm and x.shape[-1] != self.num_features:
+                    raise ValueError(
+                        f'norm=True applies the final norm ({self.num_features} wide) but block {i} outputs '
+                        f'{x.shape[-1]} channels; take indices of end-member blocks or pass norm=False')
+                intermediates.append(self.norm(x) if norm else x)
+        prefix = [y[:, :1] for y in intermediates]
+        intermediates = [y[:, 1:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            H, W = self.patch_embed.dynamic_feat_size((height, width))
+            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        for i in range(last + 1, len(self.blocks)):
+            x = self._run_block(i, x)
+        return self.norm(x), intermediates
+
+
+def _metrics(descendants: Optional[List[dict]]) -> Dict[str, Dict[str, float]]:
+    """Measured values (``top1`` ...) from a config.json descendant list, by name."""
+    out = {}
+    for d in descendants or []:
+        if isinstance(d, dict) and isinstance(d.get('name'), str):
+            out[d['name']] = {k: v for k, v in d.items()
+                              if k not in ('name', 'route', 'label', 'params', 'gmacs')
+                              and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return out
+
+
+def _stitch_after(route: Route, fa: str, fb: int) -> int:
+    """Descendant block index after which the stitch that leaves segment (fa, *, fb) sits."""
+    n = 0
+    for name, a, b in route:
+        n += b - a
+        if (name, b) == (fa, fb):
+            return n - 1
+    raise AssertionError('segment not in route')
+
+
+def _pool_key_prefixes(spec: PoolSpec, route: Route) -> List[Tuple[str, str]]:
+    front, end = route[0][0], route[-1][0]
+    keys = [('patch_embed', f'members.{front}.patch_embed'), ('cls_token', f'members.{front}.cls_token'),
+            ('pos_embed', f'members.{front}.pos_embed')]
+    n = 0
+    for name, a, b in route:
+        for blk in range(a, b):
+            keys.append((f'blocks.{n}', f'members.{name}.blocks.{blk}'))
+            n += 1
+    for (fa, _, fb), (ea, eb, _) in zip(route, route[1:]):
+        w = stitch_window(spec, fb - 1, eb)
+        keys.append((f'stitches.{_stitch_after(route, fa, fb)}', f'stitches.{fa}-{ea}.{w}'))
+    keys += [('norm', f'members.{end}.norm'), ('head', f'members.{end}.head')]
+    return keys
+
+
+class LearngenePool(nn.Module):
+    """The whole pool: every member, every stitch layer and the distillation transforms.
+
+    ``forward(x, route)`` runs one descendant (a route or a name such as ``'s3'``); this is the training-time
+    model. Tensor names are the checkpoint's: ``members.<m>.…``, ``stitches.<front>-<end>.<window>.…``,
+    ``transforms.<m>.<block|attn>.<position>.…``.
+    """
+
+    def __init__(
+            self,
+            pool: Union[PoolSpec, dict, str] = DEIT_BASE_L6,
+            num_classes: Optional[int] = None,
+            img_size=None,
+            in_chans: Optional[int] = None,
+            global_pool: str = 'token',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            descendants: Optional[List[dict]] = None,
+    ):
+        super().__init__()
+        spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
+        self.pool_spec = spec
+        self.num_classes = spec.num_classes
+        self.in_chans = spec.in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.metrics: Dict[str, Dict[str, float]] = _metrics(descendants)
+        self.members = nn.ModuleDict({m.name: Member(m, spec, drop_path_rate) for m in spec.members})
+        self.stitches = nn.ModuleDict({
+            f'{a.name}-{b.name}': nn.ModuleList([nn.Linear(a.width, b.width) for _ in range(spec.num_windows)])
+            for a, b in spec.pairs})
+        self.stitches.apply(_init_linear)
+        if spec.distill is not None:
+            tw = spec.distill.teacher_width
+            npos = len(spec.distill.member_blocks)
+            self.transforms = nn.ModuleDict({
+                m.name: nn.ModuleDict({kind: nn.ModuleList([nn.Linear(m.width, tw) for _ in range(npos)])
+                                       for kind in ('block', 'attn')})
+                for m in spec.members})
+            self.transforms.apply(_init_linear)
+        else:
+            self.transforms = None
+        self.num_features = spec.members[-1].width
+
+    @property
+    def descendants(self) -> List[DescendantInfo]:
+        """Every descendant, ranked and named, with measured metrics where known."""
+        return enumerate_descendants(self.pool_spec, self.metrics)
+
+    def descendant(self, name_or_route: Union[str, Sequence]) -> Descendant:
+        """A :class:`Descendant` that shares this pool's modules (no copy: training it trains the pool)."""
+        spec = self.pool_spec
+        info = find_descendant(spec, name_or_route, self.metrics)
+        route = info.route
+        front, end = self.members[route[0][0]], self.members[route[-1][0]]
+        blocks = [self.members[name].blocks[i] for name, a, b in route for i in range(a, b)]
+        stitches = {
+            str(_stitch_after(route, fa, fb)): self.stitches[f'{fa}-{ea}'][stitch_window(spec, fb - 1, eb)]
+            for (fa, _, fb), (ea, eb, _) in zip(route, route[1:])}
+        parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
+                     blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
+                     pool_keys=_pool_key_prefixes(spec, route))
+        return Descendant(spec, info.name, global_pool=self.global_pool, drop_rate=self.drop_rate,
+                          descendants=[dict(name=k, **v) for k, v in self.metrics.items()], _parts=parts)
+
+    def forward(self, x: torch.Tensor, route: Union[str, Sequence]) -> torch.Tensor:
+        """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route``."""
+        return self.descendant(route)(x)
+
+    def pool_key_map(self) -> Dict[str, str]:
+        return {k: k for k in self.state_dict()}
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {f'members.{m}.{n}' for m in self.members for n in ('pos_embed', 'cls_token')}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.members[self.pool_spec.members[-1].name].head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        """New heads on every member (each descendant uses its end member's head)."""
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+        for m in self.members.values():
+            m.head = nn.Linear(m.spec.width, num_classes) if num_classes > 0 else nn.Identity()
+            m.head.apply(_init_linear)
+
+
+# ---- configs and entrypoints ------------------------------------------------------------------------------
+def _cfg(pool: str = 'deit_base_l6', **kwargs) -> Dict[str, Any]:
+    return {
+        'hf_hub_id': HUB_REPOS[pool],
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
+        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj', 'classifier': 'head',
+        'license': 'apache-2.0', 'paper_ids': 'arXiv:2312.05743',
+        'paper_name': 'Building Variable-sized Models via Learngene Pool',
+        **kwargs,
+    }
+
+
+def _check_format_version(format_version) -> None:
+    if format_version is None:
+        return
+    if isinstance(format_version, bool) or not isinstance(format_version, int) or format_version < 1:
+        raise FormatVersionError(f'pool format_version must be a positive integer, got {format_version!r}')
+    if format_version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f'this pool was written in format version {format_version}, newer than the installed timm_learngene '
+            f'reads ({FORMAT_VERSION}); upgrade it: pip install -U timm-learngene')
+
+
+def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BASE_L6, descendant=None,
+                           format_version: Optional[int] = None, cache_dir=None, **kwargs) -> nn.Module:
+    """Build the whole pool, or with ``descendant=`` one descendant of it; load weights from the pool
+    checkpoint named by the pretrained cfg (``file`` or ``hf_hub_id``) when ``pretrained``."""
+    from ..checkpoint import load_pool_weights  # checkpoint I/O imports this module
+    _check_format_version(format_version)
+    if kwargs.pop('features_only', False):
+        raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
+    if descendant is None:
+        model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
+    else:
+        model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
+                                     **kwargs)
+    if pretrained:
+        load_pool_weights(model, model.pretrained_cfg, cache_dir=cache_dir)
+    return model
+
+
+default_cfgs = {'learngene_pool.in1k': _cfg('deit_base_l6'), 'learngene_pool_l9.in1k': _cfg('deit_base_l9')}
+default_cfgs.update({f'learngene_pool_s{i}.in1k': _cfg('deit_base_l6') for i in range(1, 19)})
+default_cfgs.update({f'learngene_pool_l9_s{i}.in1k': _cfg('deit_base_l9') for i in range(1, 28)})
+default_cfgs = generate_default_cfgs(default_cfgs)
+
+
+@register_model
+def learngene_pool(pretrained: bool = False, **kwargs) -> nn.Module:
+    """The whole ``deit_base_l6`` pool (``forward(x, route)``); ``descendant='s3'`` returns that descendant.
+    ``pool=`` takes any spec (a :class:`PoolSpec`, its dict, or a registered name)."""
+    model_args = dict(pool=DEIT_BASE_L6)
+    return _create_learngene_pool('learngene_pool', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def learngene_pool_l9(pretrained: bool = False, **kwargs) -> nn.Module:
+    """The whole ``deit_base_l9`` pool."""
+    model_args = dict(pool=DEIT_BASE_L9)
+    return _create_learngene_pool('learngene_pool_l9', pretrained, **dict(model_args, **kwargs))
+
+
+def _register_descendants(prefix: str, spec: PoolSpec, count: int) -> None:
+    # Entrypoints are generated (45 of them) but registered exactly as a hand-written one would be.
+    import sys
+    module = sys.modules[__name__]
+    for i in range(1, count + 1):
+        name = f'{prefix}_s{i}'
+
+        def entry(pretrained: bool = False, _name=name, _i=i, **kwargs) -> nn.Module:
+            model_args = dict(pool=spec, descendant=f's{_i}')
+            return _create_learngene_pool(_name, pretrained, **dict(model_args, **kwargs))
+
+        entry.__name__ = entry.__qualname__ = name
+        entry.__module__ = __name__
+        entry.__doc__ = f'Descendant s{i} of the ``{spec.name}`` learngene pool.'
+        setattr(module, name, entry)
+        register_model(entry)
+
+
+_register_descendants('learngene_pool', DEIT_BASE_L6, 18)
+_register_descendants('learngene_pool_l9', DEIT_BASE_L9, 27)
