@@ -256,10 +256,15 @@ class PoolSpec:
 
     @classmethod
     def from_any(cls, spec: Union['PoolSpec', Mapping[str, Any], str]) -> 'PoolSpec':
-        """A spec from a PoolSpec, its dict form, or the name of a registered spec."""
+        """A spec from a PoolSpec, its dict form, a JSON string of it, or the name of a registered spec."""
         if isinstance(spec, PoolSpec):
             return spec
         if isinstance(spec, str):
+            if spec.lstrip().startswith('{'):
+                try:
+                    return cls.from_dict(json.loads(spec))
+                except json.JSONDecodeError as e:
+                    raise PoolSpecError(f'pool spec JSON is malformed: {e}') from None
             return get_pool_spec(spec)
         return cls.from_dict(spec)
 

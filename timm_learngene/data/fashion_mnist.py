@@ -1,0 +1,97 @@
+"""Fashion-MNIST from its gzipped IDX files (Debian's ``dataset-fashion-mnist`` puts them in
+``/usr/share/datasets/fashion-mnist/``), as a map-style dataset of PIL images for timm's transforms."""
+import gzip
+import os
+import struct
+from pathlib import Path
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ['read_idx', 'FashionMNIST', 'FASHION_MNIST_DIR', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD',
+           'FASHION_MNIST_CLASSES', 'find_fashion_mnist']
+
+FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
+                         'Bag', 'Ankle boot')
+_FILES = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'),
+           0x0E: np.dtype('>f8')}
+_HOW_TO_GET = ('install Debian\'s dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist), or download '
+               'the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into a folder and '
+               'pass it as --data-dir')
+
+
+def read_idx(path: Union[str, Path]) -> np.ndarray:
+    """Read an IDX file (gzipped or not) into an array of its declared type and shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == '.gz' else open
+    with opener(path, 'rb') as f:
+        head = f.read(4)
+        if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+            raise ValueError(f'{path} is not an IDX file (bad magic {head.hex()})')
+        dtype, ndim = _DTYPES[head[2]], head[3]
+        dims = struct.unpack(f'>{ndim}I', f.read(4 * ndim))
+        count = int(np.prod(dims)) if dims else 0
+        if count > 2 ** 31:
+            raise ValueError(f'{path}: IDX header declares {dims}, too large')
+        data = f.read(count * np.dtype(dtype).itemsize)
+    if len(data) != count * np.dtype(dtype).itemsize:
+        raise ValueError(f'{path} is truncated: header declares shape {dims}, file holds {len(data)} bytes of data')
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def find_fashion_mnist(root: Optional[Union[str, Path]] = None) -> Path:
+    """The folder holding the Fashion-MNIST files, or a clear error saying how to get them."""
+    candidates = [Path(root)] if root else []
+    if os.environ.get('FASHION_MNIST_DIR'):
+        candidates.append(Path(os.environ['FASHION_MNIST_DIR']))
+    candidates.append(FASHION_MNIST_DIR)
+    for c in candidates:
+        if all(_find(c, n) for pair in _FILES.values() for n in pair):
+            return c
+    raise FileNotFoundError(f'Fashion-MNIST not found in {[str(c) for c in candidates]}; {_HOW_TO_GET}')
+
+
+def _find(root: Path, stem: str) -> Optional[Path]:
+    for name in (stem + '.gz', stem):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+class FashionMNIST(torch.utils.data.Dataset):
+    """Fashion-MNIST ``train`` (60k) or ``test`` (10k) split; items are ``(PIL 'L' image, label)`` before
+    ``transform``. ``limit`` keeps the first N images (for quick runs)."""
+
+    def __init__(self, root: Optional[Union[str, Path]] = None, split: str = 'train',
+                 transform: Optional[Callable] = None, limit: Optional[int] = None):
+        if split not in _FILES:
+            raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+        root = find_fashion_mnist(root)
+        img_file, lbl_file = (_find(root, n) for n in _FILES[split])
+        images, labels = read_idx(img_file), read_idx(lbl_file)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f'{img_file} / {lbl_file}: expected N x H x W images and N labels, got '
+                             f'{images.shape} and {labels.shape}')
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.transform = transform
+        self.classes = FASHION_MNIST_CLASSES
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Tuple[object, int]:
+        img = Image.fromarray(self.images[i], mode='L')
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])
