@@ -47,7 +47,7 @@ DEFAULTS = dict(
     auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25, crop_pct=0.875, interpolation='bicubic',
     # run
     output='out/distill', resume='', seed=0, mixed_precision='no', cpu=False,
-    checkpoint_every=1000, keep_checkpoints=2, log_every=20, eval=True,
+    checkpoint_every=1000, keep_checkpoints=2, log_every=20, eval=True, stop_after=0,
 )
 
 
@@ -65,6 +65,7 @@ def build_pool(cfg):
 
 
 def main(argv: Optional[Sequence[str]] = None):
+    """Run the recipe; returns the distilled pool (the folder is OUTPUT/pool)."""
     cfg = parse_args(argv)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
@@ -116,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None):
         save_pool(core.pool, out / 'pool', recipe={'distill': {k: v for k, v in vars(cfg).items()}})
         accelerator.print(f'pool written to {out / "pool"}')
     finish(accelerator)
-    return out / 'pool'
+    return core.pool
 
 
 if __name__ == '__main__':

@@ -87,7 +87,8 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
 
     ``model``, ``optimizer`` and ``train_loader`` must already be prepared. ``scheduler`` is stepped here once
     per optimizer step (not prepared, so its schedule counts optimizer steps on any number of processes).
-    With ``cfg.resume`` the latest checkpoint under ``cfg.output/checkpoints`` is loaded first.
+    With ``cfg.resume`` the latest checkpoint under ``cfg.resume/checkpoints`` is loaded first; with
+    ``cfg.stop_after`` the run checkpoints and returns after that many steps (for time-limited jobs).
     ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
     """
     state = TrainState()
@@ -138,10 +139,14 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                 rec.update({k: float(v.detach()) for k, v in losses.items()})
                 with open(log_file, 'a') as f:
                     f.write(json.dumps(rec) + '\n')
-            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
+            if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
                 save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints)
-            if state.step >= total_steps:
+            if state.step >= total_steps or stopping:
                 break
+        if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
+            accelerator.print(f'stopped at step {state.step} (--stop-after); continue with --resume {cfg.output}')
+            break
         end_of_epoch = state.step % steps_per_epoch == 0 or state.step >= total_steps
         if evaluate is not None and end_of_epoch:
             metrics = evaluate(epoch)
