@@ -25,9 +25,9 @@ def download_pool_file(repo_id: str, filename: str, cache_dir: Optional[Union[st
                               f'check the name, or {hint}') from None
     except RevisionNotFoundError:
         raise CheckpointError(f'Hub repo {repo!r} has no revision {revision!r}') from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError: huggingface_hub derives it from that
+        raise CheckpointError(f'{filename} of Hub repo {repo!r} is not in the local cache and the Hub cannot be '
+                              f'reached (offline?); {hint}') from None
     except EntryNotFoundError:
         raise CheckpointError(f'Hub repo {repo!r} has no {filename}; it is not a learngene pool '
                               f'(pools hold model.safetensors + config.json written by timm_learngene)') from None
-    except LocalEntryNotFoundError:
-        raise CheckpointError(f'{filename} of Hub repo {repo!r} is not in the local cache and the Hub cannot be '
-                              f'reached (offline?); {hint}') from None

@@ -48,7 +48,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     """
     name = cfg.get('dataset', 'synthetic')
     training = split == 'train'
-    limit = cfg.get('train_limit' if training else 'eval_limit')
+    limit = cfg.get('train_limit' if training else 'eval_limit') or None  # 0 = all
     if name == 'synthetic':
         n = limit or (256 if training else 64)
         return SyntheticImages(n, img_size, in_chans, num_classes, seed=cfg.get('seed', 0) + (0 if training else 1))

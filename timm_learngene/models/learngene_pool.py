@@ -132,8 +132,11 @@ class Descendant(nn.Module):
         self.head = parts['head']
         self._pool_keys = parts['pool_keys']
         self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
+        # forward_intermediates returns a block's output after the stitch that follows it (the next block's width)
+        out_widths = [self.stitches[str(i)].out_features if str(i) in self.stitches else w
+                      for i, w in enumerate(self.block_widths)]
         self.feature_info = [
-            dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(self.block_widths)]
+            dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(out_widths)]
 
     @staticmethod
     def _fresh_parts(spec: PoolSpec, route: Route, drop_path_rate: float) -> Dict[str, Any]:
@@ -182,7 +185,8 @@ class Descendant(nn.Module):
         return dict(
             stem=r'^cls_token|pos_embed|patch_embed',
             # a stitch layer joins the group of the block it follows
-            blocks=[(r'^blocks\.(\d+)|^stitches\.(\d+)', None), (r'^norm', (99999,))],
+            # one capture group: timm turns every group into a float, and an unmatched alternative gives None
+            blocks=[(r'^(?:blocks|stitches)\.(\d+)', None), (r'^norm', (99999,))],
         )
 
     @torch.jit.ignore
@@ -355,6 +359,7 @@ class LearngenePool(nn.Module):
         else:
             self.transforms = None
         self.num_features = spec.members[-1].width
+        self.grad_checkpointing = False
 
     @property
     def descendants(self) -> List[DescendantInfo]:
@@ -374,8 +379,10 @@ class LearngenePool(nn.Module):
         parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
                      blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
                      pool_keys=_pool_key_prefixes(spec, route))
-        return Descendant(spec, info.name, global_pool=self.global_pool, drop_rate=self.drop_rate,
-                          descendants=[dict(name=k, **v) for k, v in self.metrics.items()], _parts=parts)
+        model = Descendant(spec, info.name, global_pool=self.global_pool, drop_rate=self.drop_rate,
+                           descendants=[dict(name=k, **v) for k, v in self.metrics.items()], _parts=parts)
+        model.set_grad_checkpointing(self.grad_checkpointing)
+        return model
 
     def forward(self, x: torch.Tensor, route: Union[str, Sequence]) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route``."""
@@ -387,6 +394,11 @@ class LearngenePool(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self):
         return {f'members.{m}.{n}' for m in self.members for n in ('pos_embed', 'cls_token')}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        """Checkpoint every block of the descendants that ``forward`` runs (timm's train.py calls this)."""
+        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -436,6 +448,11 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     _check_format_version(format_version)
     if kwargs.pop('features_only', False):
         raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
+    # build_model_with_cfg fills num_classes / in_chans from the pretrained cfg (1000 classes, RGB) when they are
+    # not passed; for a pool those defaults come from its spec, so a spec with other classes is built as written.
+    spec = PoolSpec.from_any(pool)
+    kwargs.setdefault('num_classes', spec.num_classes)
+    kwargs.setdefault('in_chans', spec.in_chans)
     if descendant is None:
         model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
     else:
