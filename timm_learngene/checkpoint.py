@@ -23,9 +23,9 @@ from timm.layers import resample_abs_pos_embed
 
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
 from .models.learngene_pool import FORMAT_VERSION, LearngenePool, _check_format_version
-from .spec import PoolSpec
+from .spec import PoolSpec, enumerate_descendants as spec_descendants
 
-__all__ = ['save_pool', 'load_pool', 'load_pool_weights', 'read_pool_config', 'pool_weights_file',
+__all__ = ['save_pool', 'load_pool', 'load_pool_weights', 'read_pool_config', 'pool_weights_file', 'update_pool_metrics',
            'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES']
 
 _logger = logging.getLogger(__name__)
@@ -239,3 +239,27 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
 def _is_head(pool_key: str) -> bool:
     parts = pool_key.split('.')
     return len(parts) >= 3 and parts[0] == 'members' and parts[2] == 'head'
+
+
+def update_pool_metrics(path: Union[str, Path], metrics: Mapping[str, Mapping[str, float]]) -> Path:
+    """Merge measured values (``{'s3': {'top1': 80.1, 'img_s': 950.0}}``) into the descendant list of the pool
+    folder's config.json, rewriting only that file (atomically); the weights are not touched."""
+    path = Path(path)
+    config = read_pool_config(path)
+    spec = config['model_args']['pool']
+    by_name = {d['name']: d for d in config['model_args'].get('descendants', []) if isinstance(d, dict)}
+    valid = {d.name for d in spec_descendants(spec)}
+    unknown = sorted(set(metrics) - valid)
+    if unknown:
+        raise CheckpointError(f'metrics for unknown descendants {unknown}; pool {spec.name!r} has s1..s{len(valid)}')
+    rows = []
+    for d in spec_descendants(spec):
+        row = d.to_dict()  # structure recomputed from the spec; measured values carried over, then updated
+        row.update((k, v) for k, v in by_name.get(d.name, {}).items() if k not in row)
+        row.update(metrics.get(d.name, {}))
+        rows.append(row)
+    config['model_args']['pool'] = spec.to_dict()
+    config['model_args']['descendants'] = rows
+    text = json.dumps(config, indent=2, default=list)
+    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    return path

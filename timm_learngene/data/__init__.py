@@ -40,14 +40,19 @@ def dataset_stats(name: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
-def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: int, num_classes: int):
-    """Dataset for ``split`` ('train' or 'eval') from a recipe config.
+def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: int, num_classes: int,
+                  augment: Optional[bool] = None):
+    """Dataset for ``split`` ('train' or 'eval') from a recipe config; ``augment`` (default: train split only)
+    picks training or evaluation transforms.
 
     Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``seed``, and the
     augmentation keys ``aug_scale``, ``hflip``, ``auto_augment``, ``re_prob``, ``crop_pct``, ``interpolation``.
     """
     name = cfg.get('dataset', 'synthetic')
+    if split not in ('train', 'eval'):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     training = split == 'train'
+    augment = training if augment is None else augment
     limit = cfg.get('train_limit' if training else 'eval_limit') or None  # 0 = all
     if name == 'synthetic':
         n = limit or (256 if training else 64)
@@ -55,7 +60,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     mean, std = dataset_stats(name)
     if len(mean) != in_chans:
         mean, std = (mean * in_chans)[:in_chans], (std * in_chans)[:in_chans]
-    if training:
+    if augment:
         tf = create_transform(
             img_size, is_training=True, scale=tuple(cfg.get('aug_scale') or (0.08, 1.0)),
             hflip=cfg.get('hflip', 0.5), color_jitter=cfg.get('color_jitter', 0.0) or 0.0,
@@ -71,7 +76,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         if not cfg.get('data_dir'):
             raise ValueError("dataset 'folder' needs --data-dir, a folder with train/ and val/ class subfolders")
         ds = create_dataset('', root=cfg['data_dir'], split='train' if training else 'validation',
-                            is_training=training, transform=_channels(tf, in_chans),
+                            is_training=augment, transform=_channels(tf, in_chans),
                             input_img_mode='L' if in_chans == 1 else 'RGB')
         if limit:
             ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
 __all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
            'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint']
@@ -38,10 +38,12 @@ class TrainState:
         self.step = int(d['step'])
 
 
-def make_accelerator(cfg) -> Accelerator:
-    """An Accelerator for ``cfg.output`` with a seedable sampler (data order is a function of seed and epoch)."""
+def make_accelerator(cfg, find_unused_parameters: bool = False) -> Accelerator:
+    """An Accelerator for ``cfg.output`` with a seedable sampler (data order is a function of seed and epoch).
+    ``find_unused_parameters`` for models that run a different subset of parameters each step (descendants)."""
     project = ProjectConfiguration(project_dir=str(cfg.output))
     return Accelerator(
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
         cpu=cfg.cpu or not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
