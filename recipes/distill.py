@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import timm
 import torch
 from accelerate.utils import set_seed
+from timm.layers import set_fused_attn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -46,13 +47,14 @@ DEFAULTS = dict(
     mixup=0.8, cutmix=1.0, smoothing=0.1, aug_scale=[0.08, 1.0], hflip=0.5, color_jitter=0.0,
     auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25, crop_pct=0.875, interpolation='bicubic',
     # run
-    output='out/distill', resume='', seed=0, mixed_precision='no', cpu=False,
+    output='out/distill', resume='', seed=0, mixed_precision='no', cpu=False, fused_attn=True,
     checkpoint_every=1000, keep_checkpoints=2, log_every=20, eval=True, stop_after=0,
 )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     cfg = parse_config(argv, DEFAULTS, __doc__.splitlines()[1])
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     if cfg.resume and cfg.output == DEFAULTS['output']:
         cfg.output = cfg.resume  # --resume DIR continues the run in DIR
     return cfg

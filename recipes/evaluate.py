@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from timm.layers import set_fused_attn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,7 +28,7 @@ from timm_learngene.training.metrics import accuracy  # noqa: E402
 DEFAULTS = dict(
     pool='', dataset='folder', data_dir='', eval_limit=0, num_workers=4, batch_size=256, crop_pct=0.875,
     interpolation='bicubic', output='out/eval', throughput=True, throughput_batch=32, repeats=5,
-    write_pool=True, mixed_precision='no', cpu=False, seed=0, title='',
+    write_pool=True, mixed_precision='no', cpu=False, fused_attn=True, seed=0, title='',
     # unused by evaluation, kept so make_accelerator sees a complete config
     grad_accum=1, resume='',
 )
@@ -36,6 +37,7 @@ DEFAULTS = dict(
 def main(argv: Optional[Sequence[str]] = None):
     """Evaluate; returns the rows (one dict per descendant)."""
     cfg = parse_config(argv, DEFAULTS, __doc__.splitlines()[1])
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     if not cfg.pool:
         raise SystemExit('evaluate: pass --pool FOLDER (a pool written by distill.py or finetune.py)')
     accelerator = make_accelerator(cfg)

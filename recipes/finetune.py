@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 from accelerate.utils import set_seed
+from timm.layers import set_fused_attn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,13 +51,14 @@ DEFAULTS = dict(
     mixup=0.0, cutmix=0.0, smoothing=0.1, aug_scale=[0.08, 1.0], hflip=0.5, color_jitter=0.0,
     auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25, crop_pct=0.875, interpolation='bicubic',
     # run
-    output='out/finetune', resume='', seed=0, mixed_precision='no', cpu=False,
+    output='out/finetune', resume='', seed=0, mixed_precision='no', cpu=False, fused_attn=True,
     checkpoint_every=1000, keep_checkpoints=2, log_every=20, eval=False, stop_after=0,
 )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     cfg = parse_config(argv, DEFAULTS, __doc__.splitlines()[1])
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     cfg.anchors = [a for a in cfg.anchors if a]
     if bool(cfg.pool) == bool(cfg.anchors):
         raise SystemExit('finetune: pass exactly one of --pool FOLDER (a distilled pool) or --anchors A,B,C (SN-Net)')

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import timm
 from accelerate.utils import set_seed
+from timm.layers import set_fused_attn
 from timm.models import save_for_hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,7 +30,7 @@ DEFAULTS = dict(
     warmup_epochs=0.1, min_lr_ratio=0.01, clip_grad=0.0, drop_path=0.0,
     mixup=0.0, cutmix=0.0, smoothing=0.0, aug_scale=[0.7, 1.0], hflip=0.5, color_jitter=0.0, auto_augment='',
     re_prob=0.0, crop_pct=1.0, interpolation='bicubic',
-    output='out/ancestry', resume='', seed=0, mixed_precision='no', cpu=False,
+    output='out/ancestry', resume='', seed=0, mixed_precision='no', cpu=False, fused_attn=True,
     checkpoint_every=0, keep_checkpoints=2, log_every=20, eval=True, stop_after=0,
 )
 
@@ -37,6 +38,7 @@ DEFAULTS = dict(
 def main(argv: Optional[Sequence[str]] = None):
     """Train; returns the model (the folder is OUTPUT/model)."""
     cfg = parse_config(argv, DEFAULTS, __doc__.splitlines()[1])
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     if cfg.resume and cfg.output == DEFAULTS['output']:
         cfg.output = cfg.resume
     accelerator = make_accelerator(cfg)

@@ -20,3 +20,6 @@ __all__ = [
     'Descendant', 'LearngenePool', 'Member', 'FORMAT_VERSION', 'load_pool', 'load_pool_weights',
     'read_pool_config', 'save_pool',
 ]
+from .hub import load_from_hub, push_to_hub, stage_for_hub
+
+__all__ += ['load_from_hub', 'push_to_hub', 'stage_for_hub']

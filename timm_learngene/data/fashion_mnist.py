@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 __all__ = ['read_idx', 'FashionMNIST', 'FASHION_MNIST_DIR', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD',
-           'FASHION_MNIST_CLASSES', 'find_fashion_mnist']
+           'FASHION_MNIST_CLASSES', 'find_fashion_mnist', 'ensure_fashion_mnist']
 
 FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')
 FASHION_MNIST_MEAN = (0.2860,)
@@ -50,14 +50,57 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
 
 def find_fashion_mnist(root: Optional[Union[str, Path]] = None) -> Path:
     """The folder holding the Fashion-MNIST files, or a clear error saying how to get them."""
-    candidates = [Path(root)] if root else []
-    if os.environ.get('FASHION_MNIST_DIR'):
-        candidates.append(Path(os.environ['FASHION_MNIST_DIR']))
-    candidates.append(FASHION_MNIST_DIR)
+    if root:  # an explicit folder is the only place looked at: a typo must not silently use other data
+        candidates = [Path(root)]
+    else:
+        candidates = [Path(os.environ['FASHION_MNIST_DIR'])] if os.environ.get('FASHION_MNIST_DIR') else []
+        candidates.append(FASHION_MNIST_DIR)
     for c in candidates:
         if all(_find(c, n) for pair in _FILES.values() for n in pair):
             return c
     raise FileNotFoundError(f'Fashion-MNIST not found in {[str(c) for c in candidates]}; {_HOW_TO_GET}')
+
+
+_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+_CACHE = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'timm_learngene' / 'fashion-mnist'
+
+
+def ensure_fashion_mnist(root: Optional[Union[str, Path]] = None, log=print) -> Path:
+    """Find Fashion-MNIST, or get it: Debian's package when apt-get can run (as root), else a download from the
+    dataset's site into ~/.cache/timm_learngene/fashion-mnist. Raises with instructions when neither works."""
+    for where in ([root] if root else [None, _CACHE]):
+        try:
+            return find_fashion_mnist(where)
+        except FileNotFoundError:
+            if root:
+                raise
+    import shutil
+    import subprocess
+    if shutil.which('apt-get') and hasattr(os, 'geteuid') and os.geteuid() == 0:
+        log('Fashion-MNIST not found; installing Debian package dataset-fashion-mnist ...')
+        env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+        ok = subprocess.run(['apt-get', 'install', '-y', '-qq', 'dataset-fashion-mnist'], env=env).returncode == 0
+        if not ok:
+            subprocess.run(['apt-get', 'update', '-qq'], env=env)
+            subprocess.run(['apt-get', 'install', '-y', '-qq', 'dataset-fashion-mnist'], env=env)
+        try:
+            return find_fashion_mnist(root)
+        except FileNotFoundError:
+            pass
+    import urllib.request
+    try:
+        _CACHE.mkdir(parents=True, exist_ok=True)
+        for stem in [n for pair in _FILES.values() for n in pair]:
+            target = _CACHE / f'{stem}.gz'
+            if not target.is_file():
+                log(f'downloading {_URL}{stem}.gz ...')
+                tmp = target.with_suffix('.part')
+                urllib.request.urlretrieve(f'{_URL}{stem}.gz', tmp)
+                os.replace(tmp, target)
+        return find_fashion_mnist(_CACHE)
+    except OSError as e:
+        raise FileNotFoundError(f'Fashion-MNIST is not on this machine and could not be fetched ({e}); '
+                                f'{_HOW_TO_GET}') from None
 
 
 def _find(root: Path, stem: str) -> Optional[Path]:

@@ -1,0 +1,134 @@
+"""The main job end to end at toy size, and the Fashion-MNIST IDX reader."""
+import gzip
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+
+import timm_learngene
+from timm_learngene.data.fashion_mnist import FASHION_MNIST_DIR, FashionMNIST, find_fashion_mnist, read_idx
+from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec
+from timm_learngene.training.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'recipes'))
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool = True):
+    head = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f'>{array.ndim}I', *array.shape)
+    data = head + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(path, 'wb') as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def _fake_fashion_mnist(root: Path, n_train=160, n_test=64, seed=0) -> Path:
+    """A Fashion-MNIST-shaped folder: class c images are bright in a class-specific row band, so it is learnable."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (('train', n_train), ('t10k', n_test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4: 2 * c + 8] = 230
+        _write_idx(root / f'{split}-images-idx3-ubyte.gz', images)
+        _write_idx(root / f'{split}-labels-idx1-ubyte.gz', labels)
+    return root
+
+
+def test_idx_reader_round_trip_and_errors(tmp_path):
+    a = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256
+    _write_idx(tmp_path / 'a.gz', a)
+    _write_idx(tmp_path / 'a', a, gz=False)
+    np.testing.assert_array_equal(read_idx(tmp_path / 'a.gz'), a)
+    np.testing.assert_array_equal(read_idx(tmp_path / 'a'), a)
+    raw = (tmp_path / 'a').read_bytes()
+    (tmp_path / 'short').write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match='truncated'):
+        read_idx(tmp_path / 'short')
+    (tmp_path / 'bad').write_bytes(b'\x01\x02' + raw[2:])
+    with pytest.raises(ValueError, match='not an IDX file'):
+        read_idx(tmp_path / 'bad')
+
+
+def test_fashion_mnist_dataset_on_written_files(tmp_path):
+    root = _fake_fashion_mnist(tmp_path / 'fm')
+    ds = FashionMNIST(root, 'train')
+    assert len(ds) == 160 and len(FashionMNIST(root, 'test')) == 64
+    img, label = ds[3]
+    assert img.size == (28, 28) and img.mode == 'L' and 0 <= label < 10
+    assert len(FashionMNIST(root, 'train', limit=10)) == 10
+    with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
+        find_fashion_mnist(tmp_path / 'empty')
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / 'train-images-idx3-ubyte.gz').is_file(),
+                    reason='Debian dataset-fashion-mnist not installed')
+def test_real_fashion_mnist_files():
+    images = read_idx(FASHION_MNIST_DIR / 'train-images-idx3-ubyte.gz')
+    labels = read_idx(FASHION_MNIST_DIR / 'train-labels-idx1-ubyte.gz')
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert sorted(np.unique(labels)) == list(range(10)) and np.bincount(labels).tolist() == [6000] * 10
+    assert read_idx(FASHION_MNIST_DIR / 't10k-images-idx3-ubyte.gz').shape == (10000, 28, 28)
+
+
+def test_demo_preset_options_are_valid_for_every_recipe():
+    import distill
+    import evaluate
+    import finetune
+    import pipeline
+    import train_ancestry
+    preset = pipeline.load_preset(pipeline.parse_args([]))
+    shared = {k: preset[k] for k in pipeline.SHARED if k in preset}
+    for stage, module, extra in (('ancestry', train_ancestry, {}), ('distill', distill, {}),
+                                 ('finetune', finetune, {'pool': 'x'}), ('evaluate', evaluate, {'pool': 'x'})):
+        opts = dict({k: v for k, v in shared.items() if k in module.DEFAULTS}, **preset[stage], **extra)
+        unknown = set(opts) - set(module.DEFAULTS)
+        assert not unknown, (stage, unknown)
+        cfg = parse_config(pipeline.to_argv(opts), module.DEFAULTS, stage)  # every value parses as its flag
+        assert {k: getattr(cfg, k) for k in preset[stage] if k != 'model_args'} == {
+            k: v for k, v in preset[stage].items() if k != 'model_args'}
+    spec = PoolSpec.from_any(preset['distill']['pool'])
+    anc = preset['ancestry']['model_args']
+    assert (spec.distill.teacher_width, spec.distill.teacher_depth) == (anc['embed_dim'], anc['depth'])
+    assert (spec.img_size, spec.patch_size, spec.in_chans, spec.num_classes) == (
+        anc['img_size'], anc['patch_size'], anc['in_chans'], anc['num_classes'])
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_at_toy_size(tmp_path):
+    import pipeline
+    data = _fake_fashion_mnist(tmp_path / 'fm')
+    spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 3), MemberSpec('base', 32, 2, 3)), img_size=32, patch_size=8,
+                    in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 4, (0, 1, 2), (0, 2, 3)))
+    preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').read_text())
+    preset.update(data_dir=str(data), num_workers=0, name='toy')
+    preset['ancestry']['model_args'].update(embed_dim=32, depth=4, num_heads=2)
+    preset['distill']['pool'] = spec.to_dict()
+    for stage in ('ancestry', 'distill', 'finetune'):
+        preset[stage].update(batch_size=32, log_every=1)
+    preset['evaluate'].update(repeats=1, throughput_batch=4)
+    path = tmp_path / 'toy.yaml'
+    path.write_text(yaml.safe_dump(preset))
+    out = tmp_path / 'out'
+    report = pipeline.main(['--preset', str(path), '--output', str(out)])
+    text = report.read_text()
+    n = len(timm_learngene.enumerate_descendants(spec))
+    assert sum(line.startswith('| s') for line in text.splitlines()) == n
+    assert (out / 'report' / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+    assert 'Wall time per stage' in text and 'fused_attn' in text
+    model = timm.create_model(f'local-dir:{out / "finetune" / "pool"}', descendant='s3', pretrained=True)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    measured = json.loads((out / 'finetune' / 'pool' / 'config.json').read_text())['model_args']['descendants']
+    assert all('top1' in d for d in measured)
+    # a second run reuses every stage
+    again = pipeline.main(['--preset', str(path), '--output', str(out)])
+    assert 'ancestry 0, distill 0, finetune 0, evaluate 0' in again.read_text()

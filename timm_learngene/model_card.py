@@ -1,0 +1,253 @@
+"""The README.md model card and the Pareto plot of a pool repo on the Hugging Face Hub.
+
+Both are rendered from the pool folder's ``config.json`` alone (the spec, the descendant list with any measured
+values, the training recipe that ``save_pool`` recorded), so a card always describes the weights next to it.
+"""
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from .spec import DescendantInfo, PoolSpec, enumerate_descendants, pool_params
+
+__all__ = ['render_model_card', 'render_pareto', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
+
+PARETO_NAME = 'pareto.png'
+
+CITATION = """@inproceedings{shi2024learngenepool,
+  title     = {Building Variable-sized Models via Learngene Pool},
+  author    = {Shi, Boyu and Xia, Shiyu and Yang, Xu and Chen, Haokun and Kou, Zhiqiang and Geng, Xin},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  year      = {2024},
+  eprint    = {2312.05743},
+  archivePrefix = {arXiv}
+}"""
+
+_SNNET_CITATION = """@inproceedings{pan2023snnet,
+  title     = {Stitchable Neural Networks},
+  author    = {Pan, Zizheng and Cai, Jianfei and Zhuang, Bohan},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2023}
+}"""
+
+# Recipe dataset names (timm_learngene.data) -> Hub dataset ids for the card metadata.
+_HUB_DATASETS = {'fashion_mnist': 'zalando-datasets/fashion_mnist', 'imagenet': 'imagenet-1k'}
+_TAGS = ['image-classification', 'timm', 'learngene-pool', 'model-stitching', 'vision-transformer']
+
+
+def descendant_infos(config: Mapping[str, Any]) -> List[DescendantInfo]:
+    """Every descendant of the pool in ``config`` (a parsed config.json), ranked and named, with its measured
+    values. Sizes and routes are recomputed from the spec; only measured values come from the stored list."""
+    from .models.learngene_pool import _metrics
+    args = config['model_args']
+    spec = args['pool'] if isinstance(args['pool'], PoolSpec) else PoolSpec.from_dict(args['pool'])
+    return enumerate_descendants(spec, _metrics(args.get('descendants')))
+
+
+def _spec(config: Mapping[str, Any]) -> PoolSpec:
+    pool = config['model_args']['pool']
+    return pool if isinstance(pool, PoolSpec) else PoolSpec.from_dict(pool)
+
+
+def _recipe_datasets(recipe: Any, num_classes: int) -> List[str]:
+    """Hub dataset ids for the ``dataset`` entries of a recipe (nested per stage: ``{'distill': {...}}``)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, Mapping):
+            name = node.get('dataset')
+            if isinstance(name, str):
+                if name in _HUB_DATASETS:
+                    found.append(_HUB_DATASETS[name])
+                elif name == 'folder' and num_classes == 1000:
+                    found.append('imagenet-1k')  # the ImageNet recipes read an ImageFolder tree
+            for v in node.values():
+                if isinstance(v, Mapping):
+                    walk(v)
+    walk(recipe)
+    return list(dict.fromkeys(found))
+
+
+def card_metadata(config: Mapping[str, Any], datasets: Optional[Sequence[str]] = None,
+                  license: Optional[str] = None) -> Dict[str, Any]:
+    """The card's YAML metadata: ``library_name``, ``license``, ``tags``, ``datasets`` (when known), ``pipeline_tag``.
+
+    ``datasets`` defaults to the Hub ids of the datasets named in the recorded recipe (Fashion-MNIST; a 1000-class
+    ImageFolder recipe is taken to be ImageNet-1K); pass it to state them yourself.
+    """
+    spec = _spec(config)
+    cfg = config.get('pretrained_cfg') or {}
+    meta: Dict[str, Any] = {
+        'library_name': 'timm',
+        'license': license or cfg.get('license') or 'apache-2.0',
+        'tags': list(_TAGS),
+    }
+    if datasets is None:
+        datasets = _recipe_datasets(config.get('recipe'), spec.num_classes)
+    if datasets:
+        meta['datasets'] = list(datasets)
+    meta['pipeline_tag'] = 'image-classification'
+    return meta
+
+
+def _descendant_rows(infos: Sequence[DescendantInfo]) -> List[Dict[str, Any]]:
+    return [{'name': d.name, 'route': d.route_label, 'params': d.params, 'GMACs': _gmacs(d.gmacs),
+             'top-1 (%)': d.metrics.get('top1')} for d in infos]
+
+
+def _gmacs(g: float) -> str:
+    return f'{g:.2f}' if g >= 0.1 else f'{g:.2g}'  # small pools (28 px Fashion-MNIST) would all read 0.00
+
+
+def render_pareto(config: Mapping[str, Any], path: Union[str, Path]) -> Tuple[Path, str]:
+    """Plot every descendant of the pool in ``config`` to ``path`` (PNG): measured top-1 against GMACs with the
+    Pareto front when any top-1 is recorded, else parameters against GMACs. Returns ``(path, description)``."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the model card's plot needs matplotlib: pip install 'timm-learngene[train]'") from None
+    from .evaluation import pareto_plot
+    spec = _spec(config)
+    infos = descendant_infos(config)
+    measured = [d for d in infos if 'top1' in d.metrics]
+    path = Path(path)
+    if measured:
+        rows = [dict(name=d.name, gmacs=d.gmacs, top1=d.metrics['top1']) for d in measured]
+        pareto_plot({f'{spec.name} descendants': rows}, path, title=f'Learngene Pool {spec.name}: top-1 vs GMACs')
+        return path, f'top-1 against GMACs of the measured descendants ({len(measured)} of {len(infos)}), with the Pareto front'
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter([d.gmacs for d in infos], [d.params / 1e6 for d in infos], s=18)
+    for d in infos:
+        ax.annotate(d.name, (d.gmacs, d.params / 1e6), fontsize=7, xytext=(3, 3), textcoords='offset points')
+    ax.set_xlabel('GMACs per image')
+    ax.set_ylabel('parameters (M)')
+    ax.set_title(f'Learngene Pool {spec.name}: size and cost of every descendant (no top-1 measured yet)')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path, f'parameters against GMACs of all {len(infos)} descendants (no top-1 measured yet)'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+    return '\n'.join(lines)
+
+
+def _usage(repo_id: str, spec: PoolSpec, infos: Sequence[DescendantInfo]) -> str:
+    from .models.learngene_pool import HUB_REPOS
+    middle = infos[len(infos) // 2].name
+    registered = ''
+    prefix = {'deit_base_l6': 'learngene_pool', 'deit_base_l9': 'learngene_pool_l9'}.get(spec.name)
+    if prefix and HUB_REPOS.get(spec.name) == repo_id:
+        registered = (f"\n# the registered names point at this repo\n"
+                      f"model = timm.create_model('{prefix}_{middle}', pretrained=True)\n")
+    return f"""```python
+import timm
+import timm_learngene  # pip install timm-learngene; registers the learngene_pool models with timm
+
+# one descendant: downloads the pool once into the HF cache, builds and loads only that descendant's tensors
+model = timm.create_model('hf-hub:{repo_id}', descendant='{middle}', pretrained=True).eval()
+{registered}
+# a fixed revision (branch, tag or commit)
+model = timm.create_model('hf-hub:{repo_id}@main', descendant='{middle}', pretrained=True)
+
+# the whole pool (every member and stitch layer); pool(x, 's3') runs descendant s3
+pool = timm.create_model('hf-hub:{repo_id}', pretrained=True)
+
+# the best descendant within a budget
+from huggingface_hub import hf_hub_download
+from timm_learngene.select import select
+name = select(hf_hub_download('{repo_id}', 'config.json'), max_gmacs={infos[-1].gmacs / 2:.3g})
+```
+
+Offline: once downloaded, `HF_HUB_OFFLINE=1` loads from the HF cache. Without access to the Hub, download the
+repo elsewhere and load the folder with `timm.create_model('local-dir:PATH', descendant='{middle}', pretrained=True)`,
+or set `HF_ENDPOINT` to a mirror."""
+
+
+def _pool_section(spec: PoolSpec) -> str:
+    from .spec import member_params
+    rows = [(m.name, str(m.width), str(m.heads), str(m.depth), f'{member_params(spec, m.name) / 1e6:.2f}M')
+            for m in spec.members]
+    sizes = pool_params(spec)
+    text = [_table(['member', 'width', 'heads', 'blocks', 'params'], rows), '',
+            f'- input: {spec.in_chans} x {spec.img_size} x {spec.img_size}, patch {spec.patch_size}, '
+            f'{spec.num_classes} classes',
+            f'- stitching between nearest members (smaller -> larger), sliding window kernel {spec.stitch_kernel}, '
+            f'stride {spec.stitch_stride}: {spec.num_windows} stitch layers per pair',
+            f'- stored: {sizes["pool"]:,} parameters in members and stitch layers'
+            + (f', plus {sizes["transforms"]:,} in the distillation transformation matrices' if sizes['transforms']
+               else '')]
+    if spec.distill is not None:
+        d = spec.distill
+        text.append(f'- ancestry (teacher): `{d.teacher}` ({d.teacher_width} wide, {d.teacher_depth} blocks); '
+                    f'member blocks {list(d.member_blocks)} matched to ancestry blocks {list(d.teacher_blocks)}')
+    return '\n'.join(text)
+
+
+def _training_section(recipe: Any) -> str:
+    if not recipe:
+        return ('No training recipe was recorded with this pool (its config.json has no `recipe`; '
+                '`save_pool(..., recipe=cfg)` records one).')
+    body = yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip()
+    return ('The recipe that produced these weights, as `recipes/distill.py` / `recipes/finetune.py` recorded it '
+            '(config.json, key `recipe`):\n\n```yaml\n' + body + '\n```')
+
+
+def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[str] = PARETO_NAME,
+                      image_description: str = 'descendants of the pool', datasets: Optional[Sequence[str]] = None,
+                      license: Optional[str] = None) -> str:
+    """README.md for the pool repo ``repo_id`` from its parsed ``config.json``.
+
+    Args:
+        config: the pool's config.json as a dict (``model_args.pool`` a dict or a :class:`PoolSpec`).
+        repo_id: the Hub repo, used in the usage examples.
+        image: file name of the plot in the repo (written by :func:`render_pareto`), or ``None`` for no plot.
+        image_description: alt text of the plot.
+        datasets, license: card metadata overrides (see :func:`card_metadata`).
+    """
+    from .evaluation import write_markdown
+    spec = _spec(config)
+    infos = descendant_infos(config)
+    meta = card_metadata(config, datasets=datasets, license=license)
+    front = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False).rstrip()
+    n_top1 = sum('top1' in d.metrics for d in infos)
+    smallest, largest = infos[0], max(infos, key=lambda d: d.params)
+    members = ', '.join(f'`{m.name}` ({m.width} wide, {m.depth} blocks)' for m in spec.members)
+    measured = (f'Top-1 as measured and recorded in config.json (`recipes/evaluate.py`) for {n_top1} of '
+                f'{len(infos)} descendants; blank where not measured.' if n_top1 else
+                'No top-1 has been measured for this pool yet (`recipes/evaluate.py` records it in config.json).')
+    parts = [
+        f'---\n{front}\n---',
+        f'# Learngene Pool `{spec.name}`',
+        f'A **Learngene Pool** ([Shi et al., AAAI 2024](https://arxiv.org/abs/2312.05743)) for '
+        f'[timm](https://github.com/huggingface/pytorch-image-models), built with '
+        f'[timm-learngene](https://pypi.org/project/timm-learngene/). One repo holds the whole pool: the blocks '
+        f'("learngene instances") of {len(spec.members)} auxiliary ViTs distilled from one ancestry model, '
+        f'{members}, and the stitch layers between them. From it, {len(infos)} **descendant** models of different '
+        f'sizes are built without further training, from {smallest.params / 1e6:.2f}M parameters / '
+        f'{_gmacs(smallest.gmacs)} GMACs (`{smallest.name}`) to {largest.params / 1e6:.2f}M / {_gmacs(largest.gmacs)} GMACs '
+        f'(`{largest.name}`). A descendant runs the first blocks of a smaller member, one stitch layer, and the '
+        f'last blocks of a larger member (SN-Net style stitching).',
+        '## Descendants',
+        f'Ranked by GMACs (multiply-adds per image at {spec.img_size} px). {measured}',
+        write_markdown(_descendant_rows(infos)).rstrip(),
+    ]
+    if image:
+        parts.append(f'![{image_description}]({image})')
+    parts += [
+        '## Usage', _usage(repo_id, spec, infos),
+        '## The pool', _pool_section(spec),
+        '## Training', _training_section(config.get('recipe')),
+        '## Files',
+        '`model.safetensors` (every tensor of the pool; a descendant reads only its own), `config.json` (timm\'s '
+        'layout; `model_args` holds the pool spec and the descendant list), this card and the plot. No pickled '
+        'files.',
+        '## Citation', f'```bibtex\n{CITATION}\n```',
+        'Stitching follows SN-Net:', f'```bibtex\n{_SNNET_CITATION}\n```',
+    ]
+    return '\n\n'.join(parts) + '\n'
