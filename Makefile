@@ -7,19 +7,26 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
+PRESET ?= demo
+DEMO_ARGS ?=
+
 .PHONY: venv test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,train]'
 	touch $@
 
 venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The main job: Fashion-MNIST (fetched from Debian's package or the web if missing), ancestry -> distill ->
+# finetune -> evaluate -> report in out/$(PRESET)/report/.
+demo: venv
+	$(PY) recipes/pipeline.py --preset $(PRESET) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -72,8 +72,10 @@ def write_csv(rows: Sequence[Mapping], path) -> Path:
 def _fmt(key, v):
     if v is None or v == '':
         return ''
-    if key == 'params':
+    if key == 'params' and isinstance(v, int):
         return f'{v / 1e6:.2f}M'
+    if key == 'gmacs' and isinstance(v, float):
+        return f'{v:.3g}' if v < 1 else f'{v:.2f}'
     if isinstance(v, float):
         return f'{v:.2f}'
     return str(v)
