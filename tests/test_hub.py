@@ -7,7 +7,6 @@
 - Offline: a hand-made HF cache with ``HF_HUB_OFFLINE=1``, in a fresh process so the variable is read as users set it.
 - The model card: metadata, descendant table, plot, recipe, citation.
 """
-import fcntl
 import hashlib
 import inspect
 import json
@@ -266,6 +265,7 @@ def test_cli_push(pools, fake_api, tmp_path, capsys):
 def test_cli_module_stage_only(pools, tmp_path, monkeypatch, capsys):
     """``python -m timm_learngene push … --stage-only DIR`` (run as -m runs it: runpy, ``__name__ == '__main__'``)."""
     import runpy
+    monkeypatch.delitem(sys.modules, 'timm_learngene.__main__', raising=False)  # as in a fresh `python -m`
     out = tmp_path / 'staged'
     monkeypatch.setattr(sys, 'argv', ['timm_learngene', 'push', str(pools['A'][0]), 'org/stage', '--stage-only',
                                       str(out)])
@@ -362,6 +362,7 @@ def test_card_metadata_datasets_and_default_repo_usage(pools):
 # ---- download over real HTTP: a local olah mirror --------------------------------------------------------------
 def _olah_cli() -> Path:
     """olah in its own venv under the test cache (built once; PyPI needed only then)."""
+    import fcntl
     root = Path(os.environ.get('TIMM_LEARNGENE_TEST_CACHE', Path.home() / '.cache' / 'timm_learngene_test'))
     venv = root / f'olah-venv-{OLAH_REQUIREMENT.replace("==", "-")}-py{sys.version_info[0]}{sys.version_info[1]}'
     exe = venv / 'bin' / 'olah-cli'
@@ -464,8 +465,9 @@ offline = true
         while True:
             if proc.poll() is not None:
                 pytest.fail(f'olah exited with {proc.returncode}:\n{log.read_text()[-3000:]}')
-            try:
-                with urllib.request.urlopen(url + '/', timeout=2):
+            try:  # ready when it serves a mirrored file (its index page answers 500 in olah 0.5.4)
+                probe = urllib.request.Request(url + '/org/pool/resolve/main/config.json', method='HEAD')
+                with urllib.request.urlopen(probe, timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
@@ -608,11 +610,13 @@ def test_no_network(pools, published, hub_env, monkeypatch):
     with pytest.raises(CheckpointError, match=r'not in the local cache and the Hub cannot be reached \(offline\?\); '
                                               r".*local-dir:PATH.*HF_ENDPOINT to a reachable mirror \(now http"):
         timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6))
-    with pytest.raises(CheckpointError, match='the Hub cannot be reached'):
-        timm_learngene.load_from_hub('org/pool', 's3')
+    with pytest.raises(CheckpointError, match=r"config\.json of Hub repo 'org/absent' .* cannot be reached"):
+        timm_learngene.load_from_hub('org/absent', 's3')
     with torch.no_grad():
         again = timm.create_model('hf-hub:org/pool', descendant='s2', pretrained=True).eval()(x)
-    assert torch.equal(again, cached) and torch.equal(again, pools['B'][1](x, 's2'))
+        assert torch.equal(again, cached) and torch.equal(again, pools['B'][1](x, 's2'))
+        other = timm_learngene.load_from_hub('org/pool', 's9').eval()(x)  # another descendant, same cached file
+        assert torch.equal(other, pools['B'][1](x, 's9'))
 
 
 def test_gated_and_missing_revision_messages(monkeypatch):

@@ -11,14 +11,15 @@ from .spec import (
     pool_params, register_pool_spec, route_name, validate_route,
 )
 from .models import Descendant, LearngenePool, Member, FORMAT_VERSION
-from .checkpoint import load_pool, load_pool_weights, read_pool_config, save_pool
+from .checkpoint import load_pool, load_pool_weights, read_pool_config, save_pool, update_pool_metrics
+from .select import BudgetError, select
 
 __all__ = [
     '__version__', 'CheckpointError', 'FormatVersionError', 'LearngeneError', 'PoolSpecError', 'RouteError',
     'UnknownDescendantError', 'DescendantInfo', 'DistillSpec', 'MemberSpec', 'PoolSpec', 'enumerate_descendants',
     'get_pool_spec', 'list_pool_specs', 'pool_params', 'register_pool_spec', 'route_name', 'validate_route',
     'Descendant', 'LearngenePool', 'Member', 'FORMAT_VERSION', 'load_pool', 'load_pool_weights',
-    'read_pool_config', 'save_pool',
+    'read_pool_config', 'save_pool', 'update_pool_metrics', 'BudgetError', 'select',
 ]
 from .hub import load_from_hub, push_to_hub, stage_for_hub
 

@@ -114,7 +114,8 @@ def render_pareto(config: Mapping[str, Any], path: Union[str, Path]) -> Tuple[Pa
     if measured:
         rows = [dict(name=d.name, gmacs=d.gmacs, top1=d.metrics['top1']) for d in measured]
         pareto_plot({f'{spec.name} descendants': rows}, path, title=f'Learngene Pool {spec.name}: top-1 vs GMACs')
-        return path, f'top-1 against GMACs of the measured descendants ({len(measured)} of {len(infos)}), with the Pareto front'
+        return path, (f'top-1 against GMACs of the measured descendants ({len(measured)} of {len(infos)}), '
+                      f'with the Pareto front')
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -218,6 +219,8 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
     n_top1 = sum('top1' in d.metrics for d in infos)
     smallest, largest = infos[0], max(infos, key=lambda d: d.params)
     members = ', '.join(f'`{m.name}` ({m.width} wide, {m.depth} blocks)' for m in spec.members)
+    origin = (f'auxiliary ViTs distilled from one ancestry model (`{spec.distill.teacher}`)' if spec.distill
+              else 'ViTs')
     measured = (f'Top-1 as measured and recorded in config.json (`recipes/evaluate.py`) for {n_top1} of '
                 f'{len(infos)} descendants; blank where not measured.' if n_top1 else
                 'No top-1 has been measured for this pool yet (`recipes/evaluate.py` records it in config.json).')
@@ -227,12 +230,12 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
         f'A **Learngene Pool** ([Shi et al., AAAI 2024](https://arxiv.org/abs/2312.05743)) for '
         f'[timm](https://github.com/huggingface/pytorch-image-models), built with '
         f'[timm-learngene](https://pypi.org/project/timm-learngene/). One repo holds the whole pool: the blocks '
-        f'("learngene instances") of {len(spec.members)} auxiliary ViTs distilled from one ancestry model, '
-        f'{members}, and the stitch layers between them. From it, {len(infos)} **descendant** models of different '
-        f'sizes are built without further training, from {smallest.params / 1e6:.2f}M parameters / '
-        f'{_gmacs(smallest.gmacs)} GMACs (`{smallest.name}`) to {largest.params / 1e6:.2f}M / {_gmacs(largest.gmacs)} GMACs '
-        f'(`{largest.name}`). A descendant runs the first blocks of a smaller member, one stitch layer, and the '
-        f'last blocks of a larger member (SN-Net style stitching).',
+        f'("learngene instances") of {len(spec.members)} {origin}, {members}, and the stitch layers between them. '
+        f'From it, {len(infos)} **descendant** models of different sizes are built without further training, from '
+        f'{smallest.params / 1e6:.2f}M parameters / {_gmacs(smallest.gmacs)} GMACs (`{smallest.name}`) to '
+        f'{largest.params / 1e6:.2f}M / {_gmacs(largest.gmacs)} GMACs (`{largest.name}`). A descendant runs the '
+        f'first blocks of a smaller member, one stitch layer, and the last blocks of a larger member (SN-Net style '
+        f'stitching).',
         '## Descendants',
         f'Ranked by GMACs (multiply-adds per image at {spec.img_size} px). {measured}',
         write_markdown(_descendant_rows(infos)).rstrip(),
