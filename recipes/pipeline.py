@@ -5,11 +5,15 @@
     python recipes/pipeline.py --preset recipes/configs/pipeline_demo.yaml --output out/demo --seed 1
 
 Stages (each one a recipe, run in-process, each skipped when its output already exists unless --force):
- 1. ancestry   recipes/train_ancestry.py  a ViT trained on the labels (reused if OUTPUT/ancestry/model exists)
+ 1. ancestry   recipes/train_vit.py       a ViT trained on the labels (reused if OUTPUT/ancestry/model exists)
  2. distill    recipes/distill.py         ancestry -> every pool member, one pass
  3. finetune   recipes/finetune.py        stitch init + joint finetuning of every descendant
  4. evaluate   recipes/evaluate.py        top-1, params, GMACs, img/s of every descendant
  5. report     OUTPUT/report/report.md + pareto.png, and the table printed
+
+Preset ``replication`` (``make demo PRESET=replication``) runs, after stages 1-2, the comparison arms of
+recipes/replication.py (every stitch init, SN-Net from scratch anchors, scratch members, direct KD students) and
+writes OUTPUT/report/replication.md + replication.png.
 
 A preset is a YAML file with one section per stage (options of that recipe) plus ``dataset``/``data_dir``,
 which every stage shares. The report states every setting and each stage's wall time.
@@ -27,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'recipes'))
 
-PRESETS = {'demo': ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml'}
+PRESETS = {'demo': ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
+           'replication': ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml'}
 STAGES = ('ancestry', 'distill', 'finetune', 'evaluate')
 SHARED = ('dataset', 'data_dir', 'seed', 'num_workers', 'fused_attn', 'mixed_precision', 'train_limit',
           'eval_limit')
@@ -73,7 +78,7 @@ def load_preset(args) -> Dict:
         preset.setdefault(stage, {})[opt] = yaml.safe_load(value)
     if args.seed is not None:
         preset['seed'] = args.seed
-    preset['name'] = preset.get('name', Path(path).stem)
+    preset['name'] = preset.get('name', args.preset if args.preset in PRESETS else Path(path).stem)
     return preset
 
 
@@ -97,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     import distill
     import evaluate
     import finetune
-    import train_ancestry
+    import train_vit
 
     timings = {}
 
@@ -108,23 +113,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             return
         print(f'[{stage}] running', flush=True)
         t = time.perf_counter()
-        module.main(to_argv(dict(shared, **options)))
+        module.main(to_argv(dict({k: v for k, v in shared.items() if k in module.DEFAULTS}, **options)))
         _reset_accelerate()
         timings[stage] = time.perf_counter() - t
 
     anc = out / 'ancestry'
-    run('ancestry', train_ancestry, dict(preset['ancestry'], output=str(anc)), anc / 'model' / 'model.safetensors')
+    run('ancestry', train_vit, dict(preset['ancestry'], output=str(anc)), anc / 'model' / 'model.safetensors')
     dist = out / 'distill'
     run('distill', distill, dict(preset['distill'], output=str(dist), teacher_checkpoint=str(anc / 'model')),
         dist / 'pool' / 'model.safetensors')
+    if 'replication' in preset:
+        from replication import replicate
+        report = replicate(preset, out, shared, run, dict(distill=distill, evaluate=evaluate, finetune=finetune,
+                                                          train_vit=train_vit))
+        print(report.read_text())
+        print('wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timings.items()))
+        return report
     ft = out / 'finetune'
     run('finetune', finetune, dict(preset['finetune'], output=str(ft), pool=str(dist / 'pool'),
                                    teacher_checkpoint=str(anc / 'model')), ft / 'pool' / 'model.safetensors')
     ev = out / 'eval'
-    eval_opts = {k: v for k, v in shared.items() if k not in ('train_limit',)}
-    run('evaluate', evaluate, dict(preset.get('evaluate', {}), **{k: v for k, v in eval_opts.items()
-                                                                   if k in evaluate.DEFAULTS},
-                                   output=str(ev), pool=str(ft / 'pool')), ev / 'descendants.csv')
+    run('evaluate', evaluate, dict(preset.get('evaluate', {}), output=str(ev), pool=str(ft / 'pool')),
+        ev / 'descendants.csv')
     report = write_report(out, preset, timings)
     print(report.read_text())
     print(f'report: {report}\npool:   {ft / "pool"}  (timm.create_model("local-dir:{ft / "pool"}", '

@@ -1,4 +1,5 @@
 """The main job end to end at toy size, and the Fashion-MNIST IDX reader."""
+import csv
 import gzip
 import json
 import struct
@@ -85,10 +86,10 @@ def test_demo_preset_options_are_valid_for_every_recipe():
     import evaluate
     import finetune
     import pipeline
-    import train_ancestry
+    import train_vit
     preset = pipeline.load_preset(pipeline.parse_args([]))
     shared = {k: preset[k] for k in pipeline.SHARED if k in preset}
-    for stage, module, extra in (('ancestry', train_ancestry, {}), ('distill', distill, {}),
+    for stage, module, extra in (('ancestry', train_vit, {}), ('distill', distill, {}),
                                  ('finetune', finetune, {'pool': 'x'}), ('evaluate', evaluate, {'pool': 'x'})):
         opts = dict({k: v for k, v in shared.items() if k in module.DEFAULTS}, **preset[stage], **extra)
         unknown = set(opts) - set(module.DEFAULTS)
@@ -114,7 +115,7 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     preset['ancestry']['model_args'].update(embed_dim=32, depth=4, num_heads=2)
     preset['distill']['pool'] = spec.to_dict()
     for stage in ('ancestry', 'distill', 'finetune'):
-        preset[stage].update(batch_size=32, log_every=1)
+        preset[stage].update(batch_size=32, log_every=1, max_steps=3)
     preset['evaluate'].update(repeats=1, throughput_batch=4)
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
@@ -132,3 +133,38 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     # a second run reuses every stage
     again = pipeline.main(['--preset', str(path), '--output', str(out)])
     assert 'ancestry 0, distill 0, finetune 0, evaluate 0' in again.read_text()
+
+
+@pytest.mark.slow
+def test_replication_arms_end_to_end_at_toy_size(tmp_path):
+    import pipeline
+    data = _fake_fashion_mnist(tmp_path / 'fm', n_train=96, n_test=32)
+    spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 2), MemberSpec('base', 32, 2, 2)), img_size=32, patch_size=8,
+                    in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 3, (0, 1), (0, 2)))
+    preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml').read_text())
+    preset.update(data_dir=str(data), num_workers=0, name='toy_replication')
+    preset['ancestry']['model_args'].update(embed_dim=32, depth=3, num_heads=2)
+    preset['distill']['pool'] = spec.to_dict()
+    for section in (preset['ancestry'], preset['distill'], preset['finetune'], preset['replication']['anchor'],
+                    preset['replication']['direct']):
+        section.update(batch_size=32, log_every=1)
+        section.pop('epochs', None)
+        section['max_steps'] = 2
+    preset['replication']['direct_widths'] = [[16, 1], [32, 2]]
+    path = tmp_path / 'toy.yaml'
+    path.write_text(yaml.safe_dump(preset))
+    report = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
+    text = report.read_text()
+    for label in ('LGP, lstsq init, finetuned', 'LGP, learngene init, zero-shot', 'LGP, transpose init, finetuned',
+                  'SN-Net (scratch anchors, lstsq), finetuned', 'scratch members alone', 'direct KD students'):
+        assert f'| {label} |' in text, label
+    assert (tmp_path / 'out' / 'report' / 'replication.png').read_bytes()[:4] == b'\x89PNG'
+    n = len(timm_learngene.enumerate_descendants(spec))
+    zero = list(csv.DictReader(open(tmp_path / 'out' / 'eval_lgp_learngene_zeroshot' / 'descendants.csv')))
+    assert len(zero) == n
+    # the zero-shot pool kept the distilled members: its blocks equal the distilled pool's
+    from safetensors.torch import load_file
+    a = load_file(tmp_path / 'out' / 'distill' / 'pool' / 'model.safetensors')
+    b = load_file(tmp_path / 'out' / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import timm
+import torch
 from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
 from timm.models import save_for_hf
@@ -18,13 +19,15 @@ from timm.models import save_for_hf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timm_learngene.data import build_dataset, build_loader, build_mixup  # noqa: E402
-from timm_learngene.distill import soft_cross_entropy  # noqa: E402
+from timm_learngene.ancestry import load_ancestry  # noqa: E402
+from timm_learngene.distill import kd_loss, soft_cross_entropy  # noqa: E402
 from timm_learngene.training.config import parse_config, save_config  # noqa: E402
 from timm_learngene.training.loop import cosine_schedule, finish, fit, make_accelerator, make_optimizer  # noqa
 from timm_learngene.training.metrics import accuracy  # noqa: E402
 
 DEFAULTS = dict(
     model='vit_tiny_patch16_224', model_args={},
+    teacher='', teacher_checkpoint='', ce_weight=1.0, kd_weight=0.0, temperature=1.0,  # logit KD (off by default)
     dataset='fashion_mnist', data_dir='', train_limit=0, eval_limit=0, num_workers=1,
     epochs=2, max_steps=0, batch_size=64, eval_batch_size=500, grad_accum=1, lr=1e-3, weight_decay=0.05,
     warmup_epochs=0.1, min_lr_ratio=0.01, clip_grad=0.0, drop_path=0.0,
@@ -59,10 +62,24 @@ def main(argv: Optional[Sequence[str]] = None):
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     scheduler = cosine_schedule(optimizer, int(cfg.warmup_epochs * steps_per_epoch), total, cfg.min_lr_ratio)
     smoothing = 0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing
+    teacher = None
+    if cfg.kd_weight:
+        if not (cfg.teacher or cfg.teacher_checkpoint):
+            raise SystemExit('train_vit: --kd-weight needs --teacher or --teacher-checkpoint')
+        teacher = load_ancestry(cfg.teacher, cfg.teacher_checkpoint or None).to(accelerator.device)
 
     def loss_fn(m, x, y, step):
-        ce = soft_cross_entropy(m(x), y, smoothing)
-        return {'total': ce, 'ce': ce}
+        logits = m(x)
+        ce = soft_cross_entropy(logits, y, smoothing)
+        out = {'ce': ce}
+        total = cfg.ce_weight * ce
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            out['kd'] = kd_loss(logits, t_logits.float(), cfg.temperature)
+            total = total + cfg.kd_weight * out['kd']
+        out['total'] = total
+        return out
 
     def evaluate(epoch):
         if not cfg.eval:
