@@ -148,7 +148,8 @@ def _report(out, preset, spec, series, zero_shot, scratch, direct, compute, ance
              f'({preset.get("evaluate", {}).get("eval_limit") or "all"} images).', '',
              '![top-1 vs GMACs](replication.png)', '']
     head = ['method', 'stored params', 'smallest (params / GMACs / top-1)', 'largest (params / GMACs / top-1)'] + \
-        [f'best top-1 <= {g:.3g} GMACs' for g in budgets] + ['training compute (TMACs)']
+        [f'best top-1 <= {g:.3g} GMACs' for g in budgets] + ['mean top-1 of stitched descendants',
+                                                            'training compute (TMACs)']
     table = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
 
     def line(label, rows, stored_params, cost):
@@ -157,6 +158,8 @@ def _report(out, preset, spec, series, zero_shot, scratch, direct, compute, ance
                  f"{small['params'] / 1e6:.2f}M / {small['gmacs']:.3g} / {small['top1']:.2f}",
                  f"{large['params'] / 1e6:.2f}M / {large['gmacs']:.3g} / {large['top1']:.2f}"]
         cells += [('' if at_budget(rows, g) is None else f'{at_budget(rows, g):.2f}') for g in budgets]
+        stitched = [r['top1'] for r in rows if '->' in str(r.get('route', ''))]
+        cells.append(f'{sum(stitched) / len(stitched):.2f}' if stitched else '')
         cells.append(f'{cost / 1e12:.1f}' if cost is not None else '')
         table.append('| ' + ' | '.join(cells) + ' |')
 

@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None):
     accelerator.wait_for_everyone()
     core = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
-        save_for_hf(core, out / 'model')
+        save_for_hf(core, out / 'model', safe_serialization=True)  # model.safetensors, no pickle
         accelerator.print(f'model written to {out / "model"}')
     finish(accelerator)
     return core
