@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 
 PRESET ?= demo
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: venv test demo bench clean
 
@@ -27,6 +28,11 @@ test: venv
 # finetune -> evaluate -> report in out/$(PRESET)/report/.
 demo: venv
 	$(PY) recipes/pipeline.py --preset $(PRESET) $(DEMO_ARGS)
+
+# Every CPU benchmark on this machine -> benchmarks/results.md (~10-15 min on 2 cores; BENCH_ARGS=--quick for a
+# smoke run). On a CUDA machine: benchmarks/gpu.sh -> benchmarks/results_gpu.md.
+bench: venv
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

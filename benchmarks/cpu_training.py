@@ -3,7 +3,7 @@
 demo preset chooses between: fp32 vs bf16 autocast, timm's fused attention (SDPA) vs the explicit matmuls.
 Same run, interleaved repeats, medians; prints each setting's img/s and its ratio to fp32 + explicit attention.
 
-    python benchmarks/cpu_training.py [--heads 3] [--batch-size 128] [--device cpu]
+    python benchmarks/cpu_training.py [--heads 3] [--batch-size 128] [--device cpu] [--quick]
 """
 import argparse
 import statistics
@@ -18,10 +18,18 @@ def main(argv=None):
     p.add_argument('--width', type=int, default=192)
     p.add_argument('--depth', type=int, default=12)
     p.add_argument('--heads', type=int, default=3)
-    p.add_argument('--batch-size', type=int, default=128)
-    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--batch-size', type=int, default=None, help='default 128 (quick: 8)')
+    p.add_argument('--repeats', type=int, default=None, help='default 5 (quick: 1)')
     p.add_argument('--device', default='cpu')
+    p.add_argument('--quick', action='store_true', help='a seconds-long smoke run (batch 8, one repeat, one thread)')
     args = p.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 8 if args.quick else 128
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    threads = torch.get_num_threads()
+    if args.quick:  # tiny tensors are far slower on several threads
+        torch.set_num_threads(1)
     settings = [(fused, bf16) for bf16 in (False, True) for fused in (False, True)]
     models = {}
     for fused, bf16 in settings:
@@ -57,6 +65,7 @@ def main(argv=None):
         med = statistics.median(times[k])
         print(f"{'bf16' if k[1] else 'fp32'} {'fused SDPA' if k[0] else 'explicit attention'}: "
               f'{args.batch_size / med:.0f} img/s, ratio {base / med:.2f}')
+    torch.set_num_threads(threads)
     return {k: base / statistics.median(v) for k, v in times.items()}
 
 
