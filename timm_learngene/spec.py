@@ -8,6 +8,7 @@ A *route* is a tuple of segments ``(member, first_block, end_block)`` (end exclu
 blocks 3..5, norm and head.
 """
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -447,18 +448,21 @@ def enumerate_descendants(spec: PoolSpec, metrics: Optional[Mapping[str, Mapping
     Every member alone, plus for each nearest pair (smaller -> larger) every stitch position.
     ``metrics`` maps a descendant name to measured values (e.g. ``{'top1': 81.2}``) kept on its info.
     """
+    return [DescendantInfo(name=name, route=r, params=params, macs=macs,
+                           metrics=dict((metrics or {}).get(name, {})), route_label=label)
+            for name, r, params, macs, label in _ranked(spec)]
+
+
+@functools.lru_cache(maxsize=64)
+def _ranked(spec: PoolSpec) -> Tuple[Tuple[str, Route, int, int, str], ...]:
+    # Cached per (frozen, hashable) spec: pool(x, route) looks descendants up on every training step.
     routes: List[Route] = [((m.name, 0, spec.depth),) for m in spec.members]
     for a, b in spec.pairs:
         for j, k, _ in stitch_positions(spec):
             routes.append(((a.name, 0, j + 1), (b.name, k, spec.depth)))
     ranked = sorted(routes, key=lambda r: (route_macs(spec, r), route_params(spec, r)))
-    out = []
-    for i, r in enumerate(ranked):
-        name = f's{i + 1}'
-        out.append(DescendantInfo(
-            name=name, route=r, params=route_params(spec, r), macs=route_macs(spec, r),
-            metrics=dict((metrics or {}).get(name, {})), route_label=route_name(spec, r)))
-    return out
+    return tuple((f's{i + 1}', r, route_params(spec, r), route_macs(spec, r), route_name(spec, r))
+                 for i, r in enumerate(ranked))
 
 
 def find_descendant(spec: PoolSpec, name_or_route, metrics=None) -> DescendantInfo:
