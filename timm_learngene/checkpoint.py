@@ -181,26 +181,18 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
     """Copy into ``model`` (a pool or a descendant) the pool checkpoint's tensors it uses, and no others.
 
     A head for a different number of classes is left at its fresh init; position embeddings of another image
-    size are resampled. Any other missing tensor or shape difference raises :class:`CheckpointError`.
+    size are resampled. Any other missing tensor or shape difference raises :class:`CheckpointError`. Every
+    tensor is read and checked before the first is copied, so a failed load leaves ``model`` as it was.
     """
     file = Path(file) if file is not None else pool_weights_file(pretrained_cfg, cache_dir=cache_dir)
-    key_map = model.pool_key_map()
-    target = model.state_dict()
+    target = model.state_dict(keep_vars=True)  # one walk: names -> the model's own parameters and buffers
+    key_map = model.pool_key_map(target)
+    unmapped = [k for k in target if k not in key_map]
+    if unmapped:
+        raise CheckpointError(f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
+    spec = model.pool_spec
     with _open(file) as f:
-        meta = f.metadata() or {}
-        if _META_FORMAT not in meta or _META_SPEC not in meta:
-            raise CheckpointError(f'{file} is a safetensors file but not a learngene pool checkpoint '
-                                  f'(no {_META_FORMAT!r} metadata); save pools with timm_learngene.save_pool')
-        try:
-            version = int(meta[_META_FORMAT])
-        except ValueError:
-            raise FormatVersionError(f'{file}: unreadable format version {meta[_META_FORMAT]!r}') from None
-        _check_format_version(version)
-        try:
-            saved = PoolSpec.from_dict(json.loads(meta[_META_SPEC]))
-        except (json.JSONDecodeError, PoolSpecError) as e:
-            raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
-        spec = model.pool_spec
+        saved = _saved_spec(f, file)
         diff = saved.same_weights_as(spec)
         if diff:
             raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
@@ -212,28 +204,53 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
             if pool_key not in available:
                 raise CheckpointError(
                     f'{file} has no tensor {pool_key!r} (needed for {key!r}); the checkpoint is incomplete')
-            shape = tuple(f.get_slice(pool_key).get_shape())
-            want = tuple(target[key].shape)
             if _is_head(pool_key) and saved.num_classes != spec.num_classes:
                 skipped.append(key)
                 continue
-            if shape != want and not (pool_key.endswith('pos_embed') and saved.img_size != spec.img_size):
-                raise CheckpointError(
-                    f'{file}: tensor {pool_key!r} has shape {list(shape)} but the model expects {list(want)} '
-                    f'for {key!r}; the checkpoint does not match its pool spec')
-            t = f.get_tensor(pool_key)
-            if pool_key.endswith('pos_embed') and shape != want:
+            t = _read_tensor(f, file, pool_key)
+            want = tuple(target[key].shape)
+            if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
                 g = saved.img_size // saved.patch_size
                 t = resample_abs_pos_embed(t, new_size=[spec.img_size // spec.patch_size] * 2, old_size=[g, g],
                                            num_prefix_tokens=1)
+            if tuple(t.shape) != want:
+                raise CheckpointError(
+                    f'{file}: tensor {pool_key!r} has shape {list(t.shape)} but the model expects {list(want)} '
+                    f'for {key!r}; the checkpoint does not match its pool spec')
+            if not t.is_floating_point():
+                raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
             state[key] = t
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in skipped]
-    if missing or unexpected:
-        raise CheckpointError(f'{file}: could not load {missing or unexpected}')
+    with torch.no_grad():
+        for key, t in state.items():
+            target[key].copy_(t)
     if skipped:
         _logger.info(f'{file}: heads for {saved.num_classes} classes not loaded into a {spec.num_classes}-class '
                      f'model: {skipped}')
+
+
+def _saved_spec(f, file: Path) -> PoolSpec:
+    """The pool spec recorded in an open checkpoint's metadata, with its format version checked."""
+    meta = f.metadata() or {}
+    if _META_FORMAT not in meta or _META_SPEC not in meta:
+        raise CheckpointError(f'{file} is a safetensors file but not a learngene pool checkpoint '
+                              f'(no {_META_FORMAT!r} metadata); save pools with timm_learngene.save_pool')
+    try:
+        version = int(meta[_META_FORMAT])
+    except ValueError:
+        raise FormatVersionError(f'{file}: unreadable format version {meta[_META_FORMAT]!r}') from None
+    _check_format_version(version)
+    try:
+        return PoolSpec.from_dict(json.loads(meta[_META_SPEC]))
+    except (json.JSONDecodeError, PoolSpecError) as e:
+        raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
+
+
+def _read_tensor(f, file: Path, key: str) -> torch.Tensor:
+    try:
+        return f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f'{file}: tensor {key!r} cannot be read ({e}); the file is truncated or damaged, '
+                              f'download or save it again') from None
 
 
 def _is_head(pool_key: str) -> bool:

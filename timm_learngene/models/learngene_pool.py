@@ -10,7 +10,7 @@ per stitch; :meth:`LearngenePool.descendant` returns one that shares the pool's 
 ``forward(x, route)`` runs exactly that module, so a standalone descendant and the pool agree bit for bit.
 """
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -165,10 +165,11 @@ class Descendant(nn.Module):
         return parts
 
     # ---- pool checkpoint mapping --------------------------------------------------------------------------
-    def pool_key_map(self) -> Dict[str, str]:
-        """``{name in this model's state_dict: name of the same tensor in the pool checkpoint}``."""
+    def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
+        """``{name in this model's state_dict: name of the same tensor in the pool checkpoint}`` (for ``keys``,
+        default every key of ``state_dict()``)."""
         out = {}
-        for key in self.state_dict():
+        for key in (self.state_dict() if keys is None else keys):
             for prefix, pool_prefix in self._pool_keys:
                 if key == prefix or key.startswith(prefix + '.'):
                     out[key] = pool_prefix + key[len(prefix):]
@@ -388,8 +389,8 @@ class LearngenePool(nn.Module):
         """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route``."""
         return self.descendant(route)(x)
 
-    def pool_key_map(self) -> Dict[str, str]:
-        return {k: k for k in self.state_dict()}
+    def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
+        return {k: k for k in (self.state_dict() if keys is None else keys)}
 
     @torch.jit.ignore
     def no_weight_decay(self):
