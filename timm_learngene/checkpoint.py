@@ -7,12 +7,18 @@ version and the pool spec, so a weights file alone can be checked against the mo
 ``'hf-hub:…'`` feed back to the ``learngene_pool`` entrypoint.
 
 Loading a descendant reads only the tensors it runs (``safe_open`` + ``get_tensor`` per key). Nothing is
-unpickled.
+unpickled. Every tensor's Adler-32 checksum is stored in the metadata and checked when the tensor is read, so a
+flipped bit or a truncated file is a :class:`CheckpointError`, never silently different weights. Before a model
+is built for a file, the file's recorded spec must match the config's and the file must be large enough to hold
+it, so a hostile config cannot make the loader allocate more memory than the file itself backs.
 """
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
@@ -20,12 +26,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
+from timm.models import PretrainedCfg
 
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
 from .models.learngene_pool import FORMAT_VERSION, LearngenePool, _check_format_version
-from .spec import PoolSpec, enumerate_descendants as spec_descendants
+from .spec import PoolSpec, enumerate_descendants as spec_descendants, pool_params
 
-__all__ = ['save_pool', 'load_pool', 'load_pool_weights', 'read_pool_config', 'pool_weights_file', 'update_pool_metrics',
+__all__ = ['save_pool', 'load_pool', 'load_pool_weights', 'check_pool_file', 'read_pool_config', 'pool_weights_file', 'update_pool_metrics',
            'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES']
 
 _logger = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ CONFIG_NAME = 'config.json'
 ARCHITECTURES = ('learngene_pool', 'learngene_pool_l9')
 _META_FORMAT = 'learngene_pool_format'
 _META_SPEC = 'learngene_pool_spec'
+_META_CHECKSUMS = 'learngene_pool_adler32'  # JSON {tensor name: Adler-32 of its bytes}; optional (older files)
+_MODEL_ARGS = ('format_version', 'pool', 'descendants')
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -43,6 +52,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        _fsync(Path(tmp))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
@@ -71,7 +81,6 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f'{path} exists and is not a folder; pass a folder path for the pool')
-    path.mkdir(parents=True, exist_ok=True)
     spec = pool.pool_spec
     merged = {k: dict(v) for k, v in pool.metrics.items()}
     for k, v in (metrics or {}).items():
@@ -79,8 +88,8 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     pool.metrics = merged
 
     state = {k: v.detach().cpu().contiguous() for k, v in pool.state_dict().items()}
-    meta = {'format': 'pt', _META_FORMAT: str(FORMAT_VERSION), _META_SPEC: spec.to_json()}
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+    meta = {'format': 'pt', _META_FORMAT: str(FORMAT_VERSION), _META_SPEC: spec.to_json(),
+            _META_CHECKSUMS: json.dumps({k: _checksum(v) for k, v in state.items()}, sort_keys=True)}
 
     cfg = dict(getattr(pool, 'pretrained_cfg', None) or {})
     for k in ('file', 'source', 'state_dict', 'url', 'hf_hub_filename', 'architecture', 'tag'):
@@ -102,8 +111,46 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     if recipe is not None:
         config['recipe'] = dict(recipe)
     text = json.dumps(config, indent=2, default=list)
-    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    if path.is_dir():
+        # an existing folder keeps its other files (model card, results); each file is replaced atomically,
+        # config.json last, and a weights file is checked against the config's spec when loaded
+        _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+        _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        return path
+    # a new folder appears complete or not at all: written under a temporary name, then renamed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
+    try:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata=meta)
+        (tmp / CONFIG_NAME).write_text(text)
+        for f in (tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
+            _fsync(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+        os.rename(tmp, path)
+        _fsync(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, so a power loss after a rename finds the data too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _checksum(t: torch.Tensor) -> int:
+    """Adler-32 of a tensor's bytes as stored in safetensors (contiguous, little-endian)."""
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return zlib.adler32(memoryview(data))
 
 
 def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
@@ -128,7 +175,24 @@ def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
     args = config.get('model_args')
     if not isinstance(args, dict) or 'pool' not in args:
         raise CheckpointError(f'{cfg_file} has no model_args.pool (the pool spec); it was not written by save_pool')
+    unknown = sorted(set(args) - set(_MODEL_ARGS))
+    if unknown:
+        raise CheckpointError(f'{cfg_file}: unknown model_args {unknown}; a pool config holds only '
+                              f'{list(_MODEL_ARGS)}')
     _check_format_version(args.get('format_version'))
+    descendants = args.get('descendants', [])
+    if not isinstance(descendants, list) or not all(isinstance(d, dict) for d in descendants):
+        raise CheckpointError(f'{cfg_file}: model_args.descendants must be a list of objects (one per descendant)')
+    for key in ('num_classes', 'num_features'):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], int)):
+            raise CheckpointError(f'{cfg_file}: {key} must be an integer, got {config[key]!r}')
+    pretrained_cfg = config.get('pretrained_cfg', {})
+    if not isinstance(pretrained_cfg, dict):
+        raise CheckpointError(f'{cfg_file}: pretrained_cfg must be an object')
+    unknown = sorted(set(pretrained_cfg) - {f.name for f in dataclasses.fields(PretrainedCfg)})
+    if unknown:
+        raise CheckpointError(f'{cfg_file}: unknown pretrained_cfg fields {unknown}; timm reads only the fields '
+                              f'of timm.models.PretrainedCfg')
     try:
         args['pool'] = PoolSpec.from_dict(args['pool'])
     except PoolSpecError as e:
@@ -149,8 +213,12 @@ def load_pool(path: Union[str, Path], descendant: Optional[str] = None, **kwargs
 
 def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path:
     """Where the pool's ``model.safetensors`` is: the cfg's ``file`` (a file or a pool folder), else the
-    ``hf_hub_id`` repo (downloaded once into the HF cache; ``repo@revision`` selects a revision)."""
-    file = pretrained_cfg.get('file')
+    ``hf_hub_id`` repo (downloaded once into the HF cache; ``repo@revision`` selects a revision).
+
+    For a pool read from the Hub (``source`` ``hf-hub``) only the repo counts: a ``file`` in a downloaded
+    config.json cannot send the loader to a path on this machine.
+    """
+    file = pretrained_cfg.get('file') if pretrained_cfg.get('source') != 'hf-hub' else None
     if file:
         p = Path(file)
         if p.is_dir():
@@ -192,12 +260,9 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
         raise CheckpointError(f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
     spec = model.pool_spec
     with _open(file) as f:
-        saved = _saved_spec(f, file)
-        diff = saved.same_weights_as(spec)
-        if diff:
-            raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
-                                  f'{spec.name!r}: {diff}')
+        saved = _fitting_spec(f, file, spec)
         available = set(f.keys())
+        checksums = _checksums(f, file)
         state = {}
         skipped = []
         for key, pool_key in key_map.items():
@@ -207,7 +272,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
             if _is_head(pool_key) and saved.num_classes != spec.num_classes:
                 skipped.append(key)
                 continue
-            t = _read_tensor(f, file, pool_key)
+            t = raw = _read_tensor(f, file, pool_key)
             want = tuple(target[key].shape)
             if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
                 g = saved.img_size // saved.patch_size
@@ -219,6 +284,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
                     f'for {key!r}; the checkpoint does not match its pool spec')
             if not t.is_floating_point():
                 raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
+            _verify(raw, file, pool_key, checksums)
             state[key] = t
     with torch.no_grad():
         for key, t in state.items():
@@ -240,9 +306,29 @@ def _saved_spec(f, file: Path) -> PoolSpec:
         raise FormatVersionError(f'{file}: unreadable format version {meta[_META_FORMAT]!r}') from None
     _check_format_version(version)
     try:
-        return PoolSpec.from_dict(json.loads(meta[_META_SPEC]))
+        spec = PoolSpec.from_dict(json.loads(meta[_META_SPEC]))
     except (json.JSONDecodeError, PoolSpecError) as e:
         raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
+    sizes = pool_params(spec)
+    smallest = 2 * (sizes['pool'] + sizes['transforms'])  # every stored tensor in bf16/fp16 at the least
+    size = Path(file).stat().st_size
+    if size < smallest:
+        raise CheckpointError(f'{file} is {size:,} bytes, too small for the pool {spec.name!r} its metadata '
+                              f'describes (at least {smallest:,}); the file is truncated or its metadata is wrong')
+    return spec
+
+
+def _checksums(f, file: Path) -> Dict[str, int]:
+    text = (f.metadata() or {}).get(_META_CHECKSUMS)
+    if text is None:
+        return {}
+    try:
+        sums = json.loads(text)
+    except json.JSONDecodeError:
+        sums = None
+    if not isinstance(sums, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sums.values()):
+        raise CheckpointError(f'{file}: the tensor checksums in its metadata are unreadable; the file is damaged')
+    return sums
 
 
 def _read_tensor(f, file: Path, key: str) -> torch.Tensor:
@@ -251,6 +337,29 @@ def _read_tensor(f, file: Path, key: str) -> torch.Tensor:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'{file}: tensor {key!r} cannot be read ({e}); the file is truncated or damaged, '
                               f'download or save it again') from None
+
+
+def _verify(t: torch.Tensor, file: Path, key: str, checksums: Mapping[str, int]) -> None:
+    if key in checksums and _checksum(t) != checksums[key]:
+        raise CheckpointError(f'{file}: tensor {key!r} does not match its checksum; the file is damaged (a flipped '
+                              f'bit or a bad copy), download or save it again')
+
+
+def check_pool_file(file: Union[str, Path], spec: PoolSpec) -> PoolSpec:
+    """Check, from the header alone, that ``file`` is a pool checkpoint whose tensors fit a model built for
+    ``spec``; returns the spec recorded in the file. Nothing is allocated for the tensors."""
+    file = Path(file)
+    with _open(file) as f:
+        return _fitting_spec(f, file, spec)
+
+
+def _fitting_spec(f, file: Path, spec: PoolSpec) -> PoolSpec:
+    saved = _saved_spec(f, file)
+    diff = saved.same_weights_as(spec)
+    if diff:
+        raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
+                              f'{spec.name!r}: {diff}')
+    return saved
 
 
 def _is_head(pool_key: str) -> bool:

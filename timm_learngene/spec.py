@@ -33,6 +33,8 @@ _MAX_DEPTH = 256
 _MAX_MEMBERS = 16
 _MAX_CLASSES = 1_000_000
 _MAX_IMG = 8192
+_MAX_GRID = 256  # patches per side: 4096 px at patch 16
+_MAX_PARAMS = 20_000_000_000  # stored parameters of one pool (80 GB in fp32); a ViT-22B ancestry fits under it
 
 
 def _check_int(where: str, value: Any, lo: int, hi: int) -> int:
@@ -174,9 +176,18 @@ class PoolSpec:
         _check_int('stitch_stride', self.stitch_stride, 1, _MAX_DEPTH)
         if self.img_size % self.patch_size:
             raise PoolSpecError(f'img_size {self.img_size} is not a multiple of patch_size {self.patch_size}')
+        if self.img_size // self.patch_size > _MAX_GRID:
+            raise PoolSpecError(f'img_size {self.img_size} at patch_size {self.patch_size} gives a '
+                                f'{self.img_size // self.patch_size}-patch-wide grid, more than {_MAX_GRID}')
         if self.distill is not None:
             for b in self.distill.member_blocks:
                 _check_int('distill.member_blocks entry', b, 0, self.depth - 1)
+        sizes = pool_params(self)
+        total = sizes['pool'] + sizes['transforms']
+        if total > _MAX_PARAMS:
+            raise PoolSpecError(
+                f'pool {self.name!r} would hold {total:,} parameters, more than the {_MAX_PARAMS:,} this library '
+                f'builds; the spec (widths, depth, image or patch size) is corrupt or not meant for it')
 
     # ---- derived facts ------------------------------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import PatchEmbed, trunc_normal_
 from timm.models._features import feature_take_indices
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import Block
 
 from ..errors import FormatVersionError, PoolSpecError, RouteError
@@ -445,7 +445,7 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
                            format_version: Optional[int] = None, cache_dir=None, **kwargs) -> nn.Module:
     """Build the whole pool, or with ``descendant=`` one descendant of it; load weights from the pool
     checkpoint named by the pretrained cfg (``file`` or ``hf_hub_id``) when ``pretrained``."""
-    from ..checkpoint import load_pool_weights  # checkpoint I/O imports this module
+    from ..checkpoint import check_pool_file, load_pool_weights, pool_weights_file  # they import this module
     _check_format_version(format_version)
     if kwargs.pop('features_only', False):
         raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
@@ -454,13 +454,20 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     spec = PoolSpec.from_any(pool)
     kwargs.setdefault('num_classes', spec.num_classes)
     kwargs.setdefault('in_chans', spec.in_chans)
+    file = None
+    if pretrained:
+        # the checkpoint's header is checked against the spec before anything is built, so a config that
+        # describes a far larger pool than its weights file holds fails here, not after allocating it
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
+        check_pool_file(file, spec)
     if descendant is None:
         model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
     else:
         model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
                                      **kwargs)
     if pretrained:
-        load_pool_weights(model, model.pretrained_cfg, cache_dir=cache_dir)
+        load_pool_weights(model, model.pretrained_cfg, file=file)
     return model
 
 
