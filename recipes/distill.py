@@ -37,7 +37,7 @@ DEFAULTS = dict(
     teacher_checkpoint='',           # timm model folder or .safetensors overriding the teacher's weights
     img_size=0, num_classes=0, in_chans=0,  # 0 = the pool spec's
     # data
-    dataset='folder', data_dir='', train_limit=0, eval_limit=0, num_workers=4,
+    dataset='folder', data_dir='', train_limit=0, eval_limit=0, num_workers=4, bad_images='error',  # or 'skip'
     # loss (SPEC step 3)
     alpha=0.1, temperature=1.0, beta_block=1.0, beta_attn=1.0,
     # optimisation

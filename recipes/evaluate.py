@@ -26,8 +26,8 @@ from timm_learngene.training.loop import finish, make_accelerator  # noqa: E402
 from timm_learngene.training.metrics import accuracy  # noqa: E402
 
 DEFAULTS = dict(
-    pool='', dataset='folder', data_dir='', eval_limit=0, num_workers=4, batch_size=256, crop_pct=0.875,
-    interpolation='bicubic', output='out/eval', throughput=True, throughput_batch=32, repeats=5,
+    pool='', dataset='folder', data_dir='', eval_limit=0, num_workers=4, bad_images='error', batch_size=256,
+    crop_pct=0.875, interpolation='bicubic', output='out/eval', throughput=True, throughput_batch=32, repeats=5,
     write_pool=True, mixed_precision='no', cpu=False, fused_attn=True, seed=0, title='',
     # unused by evaluation, kept so make_accelerator sees a complete config
     grad_accum=1, resume='',

@@ -44,7 +44,7 @@ DEFAULTS = dict(
     # ancestry for KD ('' = the teacher recorded in the pool's distill recipe)
     teacher='', teacher_checkpoint='', ce_weight=0.5, kd_weight=0.5, temperature=1.0,
     # data
-    dataset='folder', data_dir='', train_limit=0, eval_limit=0, num_workers=4,
+    dataset='folder', data_dir='', train_limit=0, eval_limit=0, num_workers=4, bad_images='error',  # or 'skip'
     # optimisation (paper: 50 epochs, no mixup)
     epochs=50, max_steps=0, batch_size=128, eval_batch_size=256, grad_accum=1, lr=1e-4, weight_decay=0.05,
     warmup_epochs=5.0, min_lr_ratio=0.01, clip_grad=0.0,

@@ -15,8 +15,9 @@ Preset ``replication`` (``make demo PRESET=replication``) runs, after stages 1-2
 recipes/replication.py (every stitch init, SN-Net from scratch anchors, scratch members, direct KD students) and
 writes OUTPUT/report/replication.md + replication.png.
 
-A preset is a YAML file with one section per stage (options of that recipe) plus ``dataset``/``data_dir``,
-which every stage shares. The report states every setting and each stage's wall time.
+A preset is a YAML file with one section per stage (options of that recipe) plus the options every stage shares
+(``SHARED``: ``dataset``, ``data_dir``, ``bad_images``, ``seed``, ...). The report states every setting and each
+stage's wall time.
 """
 import argparse
 import json
@@ -34,8 +35,8 @@ sys.path.insert(0, str(ROOT / 'recipes'))
 PRESETS = {'demo': ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
            'replication': ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml'}
 STAGES = ('ancestry', 'distill', 'finetune', 'evaluate')
-SHARED = ('dataset', 'data_dir', 'seed', 'num_workers', 'fused_attn', 'mixed_precision', 'train_limit',
-          'eval_limit')
+SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_attn', 'mixed_precision',
+          'train_limit', 'eval_limit')
 
 
 def to_argv(options: Dict) -> list:

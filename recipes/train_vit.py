@@ -28,7 +28,7 @@ from timm_learngene.training.metrics import accuracy  # noqa: E402
 DEFAULTS = dict(
     model='vit_tiny_patch16_224', model_args={},
     teacher='', teacher_checkpoint='', ce_weight=1.0, kd_weight=0.0, temperature=1.0,  # logit KD (off by default)
-    dataset='fashion_mnist', data_dir='', train_limit=0, eval_limit=0, num_workers=1,
+    dataset='fashion_mnist', data_dir='', train_limit=0, eval_limit=0, num_workers=1, bad_images='error',
     epochs=2, max_steps=0, batch_size=64, eval_batch_size=500, grad_accum=1, lr=1e-3, weight_decay=0.05,
     warmup_epochs=0.1, min_lr_ratio=0.01, clip_grad=0.0, drop_path=0.0,
     mixup=0.0, cutmix=0.0, smoothing=0.0, aug_scale=[0.7, 1.0], hflip=0.5, color_jitter=0.0, auto_augment='',

@@ -6,7 +6,7 @@ let tests and tools tell the cases apart. Messages say what was wrong, what was 
 
 __all__ = [
     'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
-    'FormatVersionError',
+    'FormatVersionError', 'DatasetError',
 ]
 
 
@@ -32,3 +32,7 @@ class CheckpointError(LearngeneError):
 
 class FormatVersionError(CheckpointError):
     """A pool checkpoint written in a format version this package does not know."""
+
+
+class DatasetError(LearngeneError):
+    """A dataset is missing, unreadable, empty or damaged (folder layout, IDX files, an image that won't decode)."""

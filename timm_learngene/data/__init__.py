@@ -1,19 +1,30 @@
 """Datasets and loaders for the recipes, all through timm.data transforms.
 
-``dataset``: ``folder`` (ImageFolder-style ``--data-dir`` with train/ and val/), ``fashion_mnist`` (the IDX files
-from Debian's package or ``--data-dir``), or ``synthetic`` (random images, for tests and benchmarks).
+``dataset``: ``folder`` (ImageFolder-style ``--data-dir``: ``DATA_DIR/train/<class>/*.jpg`` and
+``DATA_DIR/val/<class>/*.jpg``), ``fashion_mnist`` (the IDX files from Debian's package or ``--data-dir``), or
+``synthetic`` (random images, for tests and benchmarks).
+
+``bad_images`` (``--bad-images``, ``folder`` only): what a file that cannot be decoded does when it is read.
+``error`` (default) raises DatasetError naming the file and its index; ``skip`` logs one warning per file and uses
+the next readable image in its place (an epoch still has ``len(dataset)`` samples, so a few are seen twice).
+
+A missing, unreadable or empty dataset, damaged Fashion-MNIST files and a bad ``bad_images`` value raise
+:class:`~timm_learngene.errors.DatasetError` (a ``ValueError``) saying what was wrong and what to do.
 """
 from typing import Any, Mapping, Optional, Tuple
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_dataset, create_transform
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 
+from ..errors import DatasetError
 from .fashion_mnist import (
     FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMNIST, find_fashion_mnist, read_idx,
 )
+from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, find_split_folder
 
-__all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'read_idx',
-           'find_fashion_mnist', 'dataset_stats']
+__all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
+           'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'dataset_stats',
+           'BAD_IMAGES']
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
 
@@ -45,12 +56,16 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     """Dataset for ``split`` ('train' or 'eval') from a recipe config; ``augment`` (default: train split only)
     picks training or evaluation transforms.
 
-    Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``seed``, and the
-    augmentation keys ``aug_scale``, ``hflip``, ``auto_augment``, ``re_prob``, ``crop_pct``, ``interpolation``.
+    Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``bad_images``,
+    ``seed``, and the augmentation keys ``aug_scale``, ``hflip``, ``auto_augment``, ``re_prob``, ``crop_pct``,
+    ``interpolation``. Raises DatasetError when the data is missing, unreadable or empty.
     """
     name = cfg.get('dataset', 'synthetic')
     if split not in ('train', 'eval'):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    bad_images = cfg.get('bad_images') or 'error'
+    if bad_images not in BAD_IMAGES:
+        raise DatasetError(f'--bad-images must be one of {", ".join(BAD_IMAGES)}, got {bad_images!r}')
     training = split == 'train'
     augment = training if augment is None else augment
     limit = cfg.get('train_limit' if training else 'eval_limit') or None  # 0 = all
@@ -74,16 +89,15 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
                           limit=limit)
     elif name == 'folder':
         if not cfg.get('data_dir'):
-            raise ValueError("dataset 'folder' needs --data-dir, a folder with train/ and val/ class subfolders")
-        ds = create_dataset('', root=cfg['data_dir'], split='train' if training else 'validation',
-                            is_training=augment, transform=_channels(tf, in_chans),
-                            input_img_mode='L' if in_chans == 1 else 'RGB')
-        if limit:
-            ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
+            raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
+        ds = ImageFolder(find_split_folder(cfg['data_dir'], split), transform=_channels(tf, in_chans),
+                         img_mode='L' if in_chans == 1 else 'RGB', limit=limit)
+        if bad_images == 'skip':
+            ds = SkipBadImages(ds)
     else:
-        raise ValueError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
     if len(ds) == 0:
-        raise ValueError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
+        raise DatasetError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
     return ds
 
 

@@ -1,14 +1,21 @@
 """Fashion-MNIST from its gzipped IDX files (Debian's ``dataset-fashion-mnist`` puts them in
-``/usr/share/datasets/fashion-mnist/``), as a map-style dataset of PIL images for timm's transforms."""
+``/usr/share/datasets/fashion-mnist/``), as a map-style dataset of PIL images for timm's transforms.
+
+Missing files raise FileNotFoundError from :func:`find_fashion_mnist` and DatasetError from :class:`FashionMNIST`;
+a damaged, truncated or mismatched file raises DatasetError naming it; each message says how to get the files.
+"""
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..errors import DatasetError
 
 __all__ = ['read_idx', 'FashionMNIST', 'FASHION_MNIST_DIR', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD',
            'FASHION_MNIST_CLASSES', 'find_fashion_mnist', 'ensure_fashion_mnist']
@@ -27,24 +34,39 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype(
 _HOW_TO_GET = ('install Debian\'s dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist), or download '
                'the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into a folder and '
                'pass it as --data-dir')
+_REPLACE = f'replace it with a fresh copy ({_HOW_TO_GET})'
 
 
 def read_idx(path: Union[str, Path]) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into an array of its declared type and shape."""
+    """Read an IDX file (gzipped or not) into an array of its declared type and shape. A missing, unreadable or
+    damaged file raises DatasetError naming it."""
     path = Path(path)
     opener = gzip.open if path.suffix == '.gz' else open
-    with opener(path, 'rb') as f:
-        head = f.read(4)
-        if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
-            raise ValueError(f'{path} is not an IDX file (bad magic {head.hex()})')
-        dtype, ndim = _DTYPES[head[2]], head[3]
-        dims = struct.unpack(f'>{ndim}I', f.read(4 * ndim))
-        count = int(np.prod(dims)) if dims else 0
-        if count > 2 ** 31:
-            raise ValueError(f'{path}: IDX header declares {dims}, too large')
-        data = f.read(count * np.dtype(dtype).itemsize)
+    try:
+        with opener(path, 'rb') as f:
+            head = f.read(4)
+            if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+                raise DatasetError(f'{path} is not an IDX file (bad magic {head.hex()}); {_REPLACE}')
+            dtype, ndim = _DTYPES[head[2]], head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) != 4 * ndim:
+                raise DatasetError(f'{path} is truncated inside its header; {_REPLACE}')
+            dims = struct.unpack(f'>{ndim}I', raw_dims)
+            count = int(np.prod(dims)) if dims else 0
+            if count > 2 ** 31:
+                raise DatasetError(f'{path}: IDX header declares {dims}, too large; {_REPLACE}')
+            data = f.read(count * np.dtype(dtype).itemsize)
+            f.read(1)  # reach the end of the gzip stream, where its CRC is checked
+    except FileNotFoundError:
+        raise DatasetError(f'{path} does not exist; {_HOW_TO_GET}') from None
+    except PermissionError:
+        raise DatasetError(f'{path} is not readable (permission denied); make it readable (chmod a+r {path})') \
+            from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip: not gzip, bad CRC, cut short
+        raise DatasetError(f'{path} is damaged ({type(e).__name__}: {e}); {_REPLACE}') from e
     if len(data) != count * np.dtype(dtype).itemsize:
-        raise ValueError(f'{path} is truncated: header declares shape {dims}, file holds {len(data)} bytes of data')
+        raise DatasetError(f'{path} is truncated: header declares shape {dims}, file holds {len(data)} bytes of '
+                           f'data; {_REPLACE}')
     return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
@@ -55,10 +77,18 @@ def find_fashion_mnist(root: Optional[Union[str, Path]] = None) -> Path:
     else:
         candidates = [Path(os.environ['FASHION_MNIST_DIR'])] if os.environ.get('FASHION_MNIST_DIR') else []
         candidates.append(FASHION_MNIST_DIR)
+    looked = []
     for c in candidates:
-        if all(_find(c, n) for pair in _FILES.values() for n in pair):
+        try:
+            missing = [n for pair in _FILES.values() for n in pair if not _find(c, n)]
+            is_dir = c.is_dir()
+        except PermissionError:
+            looked.append(f'{c} (not readable, permission denied: chmod -R a+rX {c})')
+            continue
+        if not missing:
             return c
-    raise FileNotFoundError(f'Fashion-MNIST not found in {[str(c) for c in candidates]}; {_HOW_TO_GET}')
+        looked.append(f'{c} (missing {", ".join(missing)})' if is_dir else f'{c} (no such folder)')
+    raise FileNotFoundError(f'Fashion-MNIST not found in {"; ".join(looked)}; {_HOW_TO_GET}')
 
 
 _URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
@@ -118,12 +148,19 @@ class FashionMNIST(torch.utils.data.Dataset):
                  transform: Optional[Callable] = None, limit: Optional[int] = None):
         if split not in _FILES:
             raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
-        root = find_fashion_mnist(root)
+        try:
+            root = find_fashion_mnist(root)
+        except FileNotFoundError as e:
+            raise DatasetError(str(e)) from None
         img_file, lbl_file = (_find(root, n) for n in _FILES[split])
         images, labels = read_idx(img_file), read_idx(lbl_file)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f'{img_file} / {lbl_file}: expected N x H x W images and N labels, got '
-                             f'{images.shape} and {labels.shape}')
+            raise DatasetError(f'{img_file} / {lbl_file}: expected N x H x W images and N labels, got '
+                               f'{images.shape} and {labels.shape}; the files do not belong together: replace them '
+                               f'with fresh copies ({_HOW_TO_GET})')
+        if labels.size and not 0 <= labels.min() <= labels.max() < len(FASHION_MNIST_CLASSES):
+            raise DatasetError(f'{lbl_file}: labels must be 0..{len(FASHION_MNIST_CLASSES) - 1}, found '
+                               f'{labels.min()}..{labels.max()}; {_REPLACE}')
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images, self.labels = images, labels.astype(np.int64)

@@ -1,0 +1,281 @@
+"""Bad data gets a clear DatasetError: missing, unreadable or empty folders, damaged Fashion-MNIST files, and
+images that cannot be decoded (``bad_images``: error or skip)."""
+import gzip
+import logging
+import os
+import re
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from timm_learngene.data import DatasetError, FashionMNIST, SkipBadImages, build_dataset, build_loader, read_idx
+from timm_learngene.errors import LearngeneError
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYOUT = 'DATA_DIR/train/<class>/*.jpg'
+
+
+def _folder_cfg(data_dir, **kw):
+    return dict(dataset='folder', data_dir=str(data_dir), **kw)
+
+
+def _build(cfg, split='train'):
+    return build_dataset(cfg, split, img_size=8, in_chans=3, num_classes=2, augment=False)
+
+
+def _png(path: Path, value: int = 128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new('RGB', (8, 8), (value, value, value)).save(path)
+
+
+def _image_folder(root: Path, bad: bytes = None) -> Path:
+    """train/a/0.png, train/a/1.png, [train/a/2_bad.jpg], train/b/3.png (the reader's order) and val/a/0.png."""
+    _png(root / 'train' / 'a' / '0.png')
+    _png(root / 'train' / 'a' / '1.png')
+    if bad is not None:
+        (root / 'train' / 'a' / '2_bad.jpg').write_bytes(bad)
+    _png(root / 'train' / 'b' / '3.png')
+    _png(root / 'val' / 'a' / '0.png')
+    return root
+
+
+def _truncated_png() -> bytes:
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, 'PNG')
+    return buf.getvalue()[:len(buf.getvalue()) // 2]
+
+
+BAD_FILES = {'garbage': b'this is not a jpeg' * 10, 'truncated_png': _truncated_png(), 'empty': b''}
+
+
+def test_dataset_error_is_a_value_error():
+    assert issubclass(DatasetError, LearngeneError) and issubclass(DatasetError, ValueError)
+
+
+# --- folder layout ---------------------------------------------------------------------------------------------
+
+def test_folder_needs_data_dir():
+    with pytest.raises(DatasetError, match='needs --data-dir.*DATA_DIR/train/<class>'):
+        _build(dict(dataset='folder', data_dir=''))
+
+
+def test_folder_data_dir_that_does_not_exist(tmp_path):
+    with pytest.raises(DatasetError, match='does not exist') as e:
+        _build(_folder_cfg(tmp_path / 'nope'))
+    assert str(tmp_path / 'nope') in str(e.value) and LAYOUT in str(e.value)
+
+
+def test_folder_data_dir_that_is_a_file(tmp_path):
+    (tmp_path / 'data.tar').write_bytes(b'x')
+    with pytest.raises(DatasetError, match='is a file, not a folder'):
+        _build(_folder_cfg(tmp_path / 'data.tar'))
+
+
+def test_folder_without_split_folder_does_not_fall_back_to_data_dir(tmp_path):
+    # timm's create_dataset would read DATA_DIR itself, with 'val' as a class
+    _png(tmp_path / 'val' / 'a' / '0.png')
+    with pytest.raises(DatasetError, match=r'has no train/ folder .*found val\).*' + LAYOUT.replace('*', r'\*')):
+        _build(_folder_cfg(tmp_path))
+    _png(tmp_path / 'train' / 'a' / '0.png')
+    (tmp_path / 'val').rename(tmp_path / 'test')
+    with pytest.raises(DatasetError, match='has no val/ folder'):
+        _build(_folder_cfg(tmp_path), 'eval')
+
+
+@pytest.mark.parametrize('content', ['nothing', 'empty_class', 'no_images'])
+def test_folder_with_empty_train_folder(tmp_path, content):
+    (tmp_path / 'train').mkdir()
+    if content == 'empty_class':
+        (tmp_path / 'train' / 'a').mkdir()
+    elif content == 'no_images':
+        (tmp_path / 'train' / 'a').mkdir()
+        (tmp_path / 'train' / 'a' / 'notes.txt').write_text('hi')
+    with pytest.raises(DatasetError, match=r'holds no images \(.png, .jpg, .jpeg\); expected layout'):
+        _build(_folder_cfg(tmp_path))
+
+
+def _chmod_000_or_skip(path: Path):
+    path.chmod(0)
+    try:
+        os.listdir(path) if path.is_dir() else path.read_bytes()
+    except PermissionError:
+        return
+    path.chmod(0o755)
+    pytest.skip('chmod 000 does not block reads here (running as root?)')
+
+
+@pytest.mark.parametrize('which', ['data_dir', 'train', 'class'])
+def test_folder_unreadable(tmp_path, which):
+    data = _image_folder(tmp_path / 'data')
+    locked = {'data_dir': data, 'train': data / 'train', 'class': data / 'train' / 'b'}[which]
+    _chmod_000_or_skip(locked)
+    try:
+        with pytest.raises(DatasetError, match=re.escape(f'{locked} is not readable (permission denied)')):
+            _build(_folder_cfg(data))
+    finally:
+        locked.chmod(0o755)
+
+
+def test_folder_reads_classes_and_limit(tmp_path):
+    data = _image_folder(tmp_path / 'data')
+    ds = _build(_folder_cfg(data))
+    assert len(ds) == 3 and ds.classes == ['a', 'b'] and [ds[i][1] for i in range(3)] == [0, 0, 1]
+    assert ds[0][0].shape == (3, 8, 8)
+    assert len(_build(_folder_cfg(data, train_limit=2))) == 2 and len(_build(_folder_cfg(data), 'eval')) == 1
+
+
+# --- bad images ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('bad', list(BAD_FILES))
+def test_bad_image_is_an_error_naming_the_file(tmp_path, bad):
+    data = _image_folder(tmp_path / 'data', BAD_FILES[bad])
+    ds = _build(_folder_cfg(data))
+    assert len(ds) == 4
+    assert ds[1][1] == 0 and ds[3][1] == 1  # the good ones around it read fine
+    with pytest.raises(DatasetError, match='index 2') as e:
+        ds[2]
+    msg = str(e.value)
+    assert str(data / 'train' / 'a' / '2_bad.jpg') in msg and '--bad-images skip' in msg
+    with pytest.raises(DatasetError, match='2_bad.jpg'):
+        list(build_loader(ds, batch_size=2, training=False))
+
+
+@pytest.mark.parametrize('bad', list(BAD_FILES))
+def test_bad_image_skip(tmp_path, bad, caplog):
+    data = _image_folder(tmp_path / 'data', BAD_FILES[bad])
+    ds = _build(_folder_cfg(data, bad_images='skip'))
+    assert isinstance(ds, SkipBadImages) and len(ds) == 4
+    with caplog.at_level(logging.WARNING, logger='timm_learngene.data'):
+        labels = [ds[i][1] for i in range(4)] + [ds[i][1] for i in range(4)]
+        batches = list(build_loader(ds, batch_size=2, training=False))
+    assert labels == [0, 0, 1, 1] * 2  # index 2 gives the next readable image (b/3.png)
+    assert torch.cat([y for _, y in batches]).tolist() == [0, 0, 1, 1]
+    warned = [r.getMessage() for r in caplog.records if '2_bad.jpg' in r.getMessage()]
+    assert len(warned) == 1 and 'skipping unreadable image' in warned[0] and 'index 2' in warned[0]
+
+
+def test_bad_image_skip_wraps_around_and_fails_when_nothing_is_readable(tmp_path):
+    data = tmp_path / 'data'
+    _png(data / 'train' / 'a' / '0.png')
+    (data / 'train' / 'b' / '1.jpg').parent.mkdir(parents=True)
+    (data / 'train' / 'b' / '1.jpg').write_bytes(b'junk')
+    ds = _build(_folder_cfg(data, bad_images='skip'))
+    assert ds[1][1] == 0  # the last image is bad: wraps around to the first
+    (data / 'train' / 'a' / '0.png').write_bytes(b'junk')
+    with pytest.raises(DatasetError, match='none of the 2 images can be read'):
+        _build(_folder_cfg(data, bad_images='skip'))[0]
+
+
+@pytest.mark.skipif(sys.platform != 'linux', reason='fork start method keeps this quick')
+def test_bad_images_with_dataloader_workers(tmp_path):
+    data = _image_folder(tmp_path / 'data', BAD_FILES['garbage'])
+    skip = _build(_folder_cfg(data, bad_images='skip'))
+    batches = list(torch.utils.data.DataLoader(skip, batch_size=1, num_workers=2))
+    assert sorted(y.item() for _, y in batches) == [0, 0, 1, 1]
+    # (error mode raises DatasetError through workers too, but a DataLoader stopped by an error takes 5 s per
+    # worker to shut down, too slow for this suite)
+
+
+@pytest.mark.parametrize('value', ['ignore', 'Skip', 'true'])
+def test_bad_images_value_is_validated(tmp_path, value):
+    with pytest.raises(DatasetError, match=f"--bad-images must be one of error, skip, got '{value}'"):
+        _build(dict(dataset='synthetic', bad_images=value))
+
+
+def test_recipes_have_the_bad_images_flag(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / 'recipes'))
+    import distill
+    import evaluate
+    import finetune
+    import pipeline
+    import train_vit
+    from timm_learngene.training.config import parse_config
+    assert 'bad_images' in pipeline.SHARED
+    for module in (train_vit, distill, finetune, evaluate):
+        assert module.DEFAULTS['bad_images'] == 'error'
+        assert parse_config(['--bad-images', 'skip'], module.DEFAULTS, 'x').bad_images == 'skip'
+
+
+# --- Fashion-MNIST ---------------------------------------------------------------------------------------------
+
+def _write_idx(path: Path, array: np.ndarray):
+    head = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f'>{array.ndim}I', *array.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(head + array.astype(np.uint8).tobytes())
+
+
+def _fashion_mnist(root: Path, n: int = 20) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in ('train', 't10k'):
+        _write_idx(root / f'{split}-images-idx3-ubyte.gz', rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(root / f'{split}-labels-idx1-ubyte.gz', rng.integers(0, 10, n))
+    return root
+
+
+def test_fashion_mnist_missing_files(tmp_path):
+    root = _fashion_mnist(tmp_path / 'fm')
+    (root / 't10k-labels-idx1-ubyte.gz').unlink()
+    with pytest.raises(DatasetError, match='missing t10k-labels-idx1-ubyte.*apt-get install -y dataset-fashion-mnist'):
+        FashionMNIST(root, 'train')
+    with pytest.raises(DatasetError, match=re.escape(f'{tmp_path / "nope"} (no such folder)')):
+        build_dataset(dict(dataset='fashion_mnist', data_dir=str(tmp_path / 'nope')), 'train', 28, 1, 10)
+
+
+def _truncate_gzip(raw: bytes) -> bytes:
+    return raw[:len(raw) // 2]
+
+
+def _flip_bytes(raw: bytes) -> bytes:
+    mid = len(raw) // 2
+    return raw[:mid] + bytes(b ^ 0xFF for b in raw[mid:mid + 64]) + raw[mid + 64:]
+
+
+@pytest.mark.parametrize('damage', [_truncate_gzip, _flip_bytes, lambda raw: b'not gzip at all' * 4, lambda raw: b''])
+def test_fashion_mnist_damaged_gzip(tmp_path, damage):
+    root = _fashion_mnist(tmp_path / 'fm', n=200)
+    path = root / 'train-images-idx3-ubyte.gz'
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match='damaged|truncated|not an IDX file') as e:
+        FashionMNIST(root, 'train')
+    assert str(path) in str(e.value) and 'fresh copy' in str(e.value) and 'dataset-fashion-mnist' in str(e.value)
+    assert len(FashionMNIST(root, 'test')) == 200  # the other split is untouched
+
+
+def test_fashion_mnist_truncated_idx_inside_valid_gzip(tmp_path):
+    root = _fashion_mnist(tmp_path / 'fm')
+    path = root / 't10k-images-idx3-ubyte.gz'
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(DatasetError, match=re.escape(f'{path} is truncated: header declares shape (20, 28, 28)')):
+        FashionMNIST(root, 'test')
+    path.write_bytes(gzip.compress(raw[:10]))
+    with pytest.raises(DatasetError, match='truncated inside its header'):
+        read_idx(path)
+
+
+def test_fashion_mnist_count_mismatch_and_bad_labels(tmp_path):
+    root = _fashion_mnist(tmp_path / 'fm')
+    _write_idx(root / 'train-labels-idx1-ubyte.gz', np.zeros(19))
+    with pytest.raises(DatasetError, match=r'\(20, 28, 28\) and \(19,\); the files do not belong together'):
+        FashionMNIST(root, 'train')
+    _write_idx(root / 'train-labels-idx1-ubyte.gz', np.full(20, 12))
+    with pytest.raises(DatasetError, match='labels must be 0..9, found 12..12'):
+        FashionMNIST(root, 'train')
+
+
+def test_fashion_mnist_unreadable_file(tmp_path):
+    root = _fashion_mnist(tmp_path / 'fm')
+    path = root / 'train-images-idx3-ubyte.gz'
+    _chmod_000_or_skip(path)
+    try:
+        with pytest.raises(DatasetError, match=re.escape(f'{path} is not readable (permission denied)')):
+            FashionMNIST(root, 'train')
+    finally:
+        path.chmod(0o644)
