@@ -14,6 +14,7 @@ from timm_learngene.checkpoint import read_pool_config  # noqa: E402
 from timm_learngene.evaluation import write_markdown  # noqa: E402
 from timm_learngene.models.learngene_pool import _metrics  # noqa: E402
 from timm_learngene.spec import PoolSpec, enumerate_descendants, pool_params  # noqa: E402
+from timm_learngene.training.cli import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -34,4 +35,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -24,6 +24,7 @@ from timm_learngene.evaluation import (  # noqa: E402
 from timm_learngene.training.config import parse_config, save_config  # noqa: E402
 from timm_learngene.training.loop import finish, make_accelerator  # noqa: E402
 from timm_learngene.training.metrics import accuracy  # noqa: E402
+from timm_learngene.training.cli import run_cli  # noqa: E402
 
 DEFAULTS = dict(
     pool='', dataset='folder', data_dir='', eval_limit=0, num_workers=4, bad_images='error', batch_size=256,
@@ -77,4 +78,4 @@ def main(argv: Optional[Sequence[str]] = None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

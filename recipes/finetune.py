@@ -33,6 +33,7 @@ from timm_learngene.stitch_init import init_stitches  # noqa: E402
 from timm_learngene.training.config import parse_config, save_config  # noqa: E402
 from timm_learngene.training.loop import cosine_schedule, finish, fit, make_accelerator, make_optimizer  # noqa
 from timm_learngene.training.metrics import accuracy  # noqa: E402
+from timm_learngene.training.cli import run_cli  # noqa: E402
 
 DEFAULTS = dict(
     # what is finetuned
@@ -160,4 +161,4 @@ def main(argv: Optional[Sequence[str]] = None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

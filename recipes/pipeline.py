@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'recipes'))
+from timm_learngene.training.cli import run_cli  # noqa: E402
 
 PRESETS = {'demo': ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
            'replication': ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml'}
@@ -180,4 +181,4 @@ def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

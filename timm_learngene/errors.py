@@ -6,7 +6,7 @@ let tests and tools tell the cases apart. Messages say what was wrong, what was 
 
 __all__ = [
     'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
-    'FormatVersionError', 'DatasetError',
+    'FormatVersionError', 'DatasetError', 'ConfigError',
 ]
 
 
@@ -36,3 +36,7 @@ class FormatVersionError(CheckpointError):
 
 class DatasetError(LearngeneError):
     """A dataset is missing, unreadable, empty or damaged (folder layout, IDX files, an image that won't decode)."""
+
+
+class ConfigError(LearngeneError):
+    """A recipe config (YAML file or flags) names an unknown option or holds a value of the wrong kind."""

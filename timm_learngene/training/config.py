@@ -10,16 +10,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from ..errors import ConfigError
+
 __all__ = ['parse_config', 'save_config', 'load_config_file']
 
 
 def load_config_file(path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'config file {path} not found')
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f'config file {path} not found')
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f'{path} is not valid YAML: {e}') from None
     if not isinstance(data, dict):
-        raise ValueError(f'{path} must hold a YAML mapping of option: value, got {type(data).__name__}')
+        raise ConfigError(f'{path} must hold a YAML mapping of option: value, got {type(data).__name__}')
     return data
 
 
@@ -54,7 +59,7 @@ def parse_config(argv: Optional[Sequence[str]], defaults: Mapping[str, Any], des
         file_cfg = load_config_file(known.config)
         unknown = sorted(set(file_cfg) - set(base))
         if unknown:
-            raise ValueError(f'{known.config}: unknown options {unknown}; valid options are {sorted(base)}')
+            raise ConfigError(f'{known.config}: unknown options {unknown}; valid options are {sorted(base)}')
         base.update(file_cfg)
 
     parser = argparse.ArgumentParser(description=description)

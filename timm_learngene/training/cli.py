@@ -1,0 +1,27 @@
+"""Command-line entry for the recipes: a documented error (bad file, config or dataset, a non-finite loss) is
+one ``error:`` line on stderr and exit status 2, not a traceback. ``TIMM_LEARNGENE_TRACEBACK=1`` shows the
+traceback too."""
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from ..errors import LearngeneError
+from .loop import NonFiniteLossError
+
+__all__ = ['run_cli', 'EXIT_BAD_INPUT']
+
+EXIT_BAD_INPUT = 2
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None) -> None:
+    """Run ``main(argv)``; exits with status 2 and a one-line message on a :class:`LearngeneError`,
+    :class:`NonFiniteLossError` or a missing config file."""
+    try:
+        main(argv)
+    except (LearngeneError, NonFiniteLossError, FileNotFoundError) as e:
+        if os.environ.get('TIMM_LEARNGENE_TRACEBACK'):
+            raise
+        prog = Path(sys.argv[0]).name or 'timm_learngene'
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
