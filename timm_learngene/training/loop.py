@@ -4,14 +4,22 @@ accelerate does the device, data-parallel and mixed-precision work; this module 
 around it: AdamW + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
 steps with exact resume (data order, RNG, optimizer, schedule), a tqdm bar on the main process, a JSON-lines log,
 per-epoch evaluation, a stop with a clear error on a non-finite loss, and a clean distributed exit.
+
+A checkpoint folder ``checkpoints/step_N`` exists only once it is complete: accelerate writes into
+``checkpoints/.tmp_step_N``, every file and the folder are fsynced, then it is renamed into place and
+``latest.json`` is replaced to name it. An old checkpoint is renamed back to ``.tmp_…`` before it is deleted. So
+a run killed (or a machine losing power) at any instant leaves only complete ``step_*`` folders, and
+``.tmp_*`` leftovers that the next save or resume removes.
 """
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 from accelerate import Accelerator
@@ -19,6 +27,12 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 
 __all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
            'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint']
+
+_logger = logging.getLogger(__name__)
+
+POINTER_NAME = 'latest.json'
+_TMP_PREFIX = '.tmp_'
+_STEP_DIR = re.compile(r'step_(\d+)')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,12 +88,20 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, min_ratio: f
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _check_finite(losses: Dict[str, torch.Tensor], step: int) -> None:
+def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Path]) -> None:
+    """Raise :class:`NonFiniteLossError` naming every non-finite term; ``step`` is the 0-based index of the
+    optimizer step being computed (``loss_fn``'s ``step``), ``kept`` the checkpoint a resume would load."""
+    bad = []
     for k, v in losses.items():
-        if not torch.isfinite(v.detach()).all():
-            raise NonFiniteLossError(
-                f'loss term {k!r} is {v.item()} at step {step}; the run stops here and the last saved checkpoint '
-                f'is kept. Lower the learning rate or use --mixed-precision no')
+        v = v.detach()
+        if not torch.isfinite(v).all():
+            bad.append(f'{k!r} = {v.item()}' if v.numel() == 1 else f'{k!r} (non-finite entries)')
+    if bad:
+        where = f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
+        raise NonFiniteLossError(
+            f'loss term{"s" if len(bad) > 1 else ""} {", ".join(bad)} at step index {step} (after {step} completed '
+            f'optimizer steps); the run stops before the optimizer step and {where}. Lower the learning rate or '
+            f'use --mixed-precision no, then continue with --resume')
 
 
 def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, loss_fn: Callable,
@@ -89,22 +111,36 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
 
     ``model``, ``optimizer`` and ``train_loader`` must already be prepared. ``scheduler`` is stepped here once
     per optimizer step (not prepared, so its schedule counts optimizer steps on any number of processes).
-    With ``cfg.resume`` the latest checkpoint under ``cfg.resume/checkpoints`` is loaded first; with
-    ``cfg.stop_after`` the run checkpoints and returns after that many steps (for time-limited jobs).
-    ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
+    With ``cfg.resume`` the latest checkpoint under ``cfg.resume/checkpoints`` is loaded first (resuming a run
+    in its own folder also drops the log records and checkpoints a killed run left after that step, since those
+    steps are redone); with ``cfg.stop_after`` the run checkpoints and returns after that many steps (for
+    time-limited jobs). ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
     """
     state = TrainState()
     accelerator.register_for_checkpointing(state, scheduler, *extra_state)
     ckpt_dir = Path(cfg.output) / 'checkpoints'
+    log_file = Path(cfg.output) / 'log.jsonl'
+    if accelerator.is_main_process:
+        Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    kept = None
     if cfg.resume:
-        latest = latest_checkpoint(cfg.resume)
-        if latest is None:
+        kept = latest_checkpoint(cfg.resume)
+        if kept is None:
             accelerator.print(f'no complete checkpoint under {cfg.resume}/checkpoints; starting from step 0')
         else:
-            accelerator.load_state(str(latest))
-            accelerator.print(f'resumed from {latest} at step {state.step}')
+            accelerator.load_state(str(kept))
+            accelerator.print(f'resumed from {kept} at step {state.step}')
+        accelerator.wait_for_everyone()  # every process has read the checkpoint before a folder is touched
+        if accelerator.is_main_process:
+            _remove_leftovers(ckpt_dir)
+            if Path(cfg.resume).resolve() == Path(cfg.output).resolve():
+                # what a killed run logged or saved after the resume point belongs to steps that are redone
+                _trim_log(log_file, state.step)
+                for later in _complete_checkpoints(ckpt_dir):
+                    if int(_STEP_DIR.fullmatch(later.name).group(1)) > state.step:
+                        _discard(later)
+        accelerator.wait_for_everyone()
     steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
-    log_file = Path(cfg.output) / 'log.jsonl'
     bar = None
     if accelerator.is_main_process:
         from tqdm.auto import tqdm
@@ -121,7 +157,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                 x, y = mixup(x, y)
             with accelerator.accumulate(model):
                 losses = loss_fn(model, x, y, state.step)
-                _check_finite(losses, state.step)
+                _check_finite(losses, state.step, kept)
                 accelerator.backward(losses['total'])
                 if accelerator.sync_gradients and cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -143,7 +179,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                     f.write(json.dumps(rec) + '\n')
             stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
-                save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints)
+                kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints)
             if state.step >= total_steps or stopping:
                 break
         if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
@@ -163,37 +199,144 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
 
 
 def latest_checkpoint(run_dir) -> Optional[Path]:
-    """The last complete checkpoint of the run in ``run_dir`` (named by ``checkpoints/latest.json``), or None."""
-    pointer = Path(run_dir) / 'checkpoints' / 'latest.json'
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / json.loads(pointer.read_text())['dir']
-    return path if path.is_dir() else None
+    """The last complete checkpoint of the run in ``run_dir``, or None if it has none.
+
+    ``checkpoints/latest.json`` names it. If that file is missing, empty, not valid JSON or names a folder that
+    is not there (a copy that lost it, a hand edit), the newest ``checkpoints/step_N`` folder is taken instead:
+    such a folder only ever appears complete (see the module docstring). ``.tmp_*`` folders are never taken.
+    """
+    ckpt_dir = Path(run_dir) / 'checkpoints'
+    pointer = ckpt_dir / POINTER_NAME
+    problem = None
+    if pointer.is_file():
+        try:
+            name = json.loads(pointer.read_text())['dir']
+            if not isinstance(name, str) or not _STEP_DIR.fullmatch(name):
+                problem = f'names {name!r}, not a step_N folder'
+            elif not (ckpt_dir / name).is_dir():
+                problem = f'names {name}, which is not there'
+            else:
+                return ckpt_dir / name
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+            problem = f'is unreadable ({type(e).__name__}: {e})'
+    found = _complete_checkpoints(ckpt_dir)
+    if problem is not None:
+        _logger.warning(f'{pointer} {problem}; ' +
+                        (f'using the newest complete checkpoint {found[-1]}' if found else 'no checkpoint to use'))
+    elif found:
+        _logger.warning(f'{pointer} is missing; using the newest complete checkpoint {found[-1]}')
+    return found[-1] if found else None
 
 
 def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: int) -> Path:
-    """``accelerator.save_state`` into a temporary folder, renamed into place once complete, then
-    ``latest.json`` is replaced to point at it: a run killed mid-save never leaves a half checkpoint that resume
-    would pick up. Keeps the newest ``keep`` checkpoints."""
+    """``accelerator.save_state`` into ``.tmp_step_N``; every file and the folder fsynced; renamed to ``step_N``;
+    then ``latest.json`` replaced (written and fsynced the same way) to name it. A run killed, or a machine that
+    loses power, at any point leaves the previous checkpoint or this one, complete, never a half one that resume
+    would pick up. Leftover ``.tmp_*`` folders of an earlier killed save are removed first. Keeps the newest
+    ``keep`` checkpoints (all if ``keep <= 0``)."""
     name = f'step_{step:08d}'
-    final, tmp = ckpt_dir / name, ckpt_dir / f'.tmp_{name}'
+    final, tmp = ckpt_dir / name, ckpt_dir / f'{_TMP_PREFIX}{name}'
     if accelerator.is_main_process:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_leftovers(ckpt_dir)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
+        _fsync_tree(tmp)  # the data is on disk before the name that says it is complete
+        if final.exists():  # same step saved by a run killed before it moved latest.json
+            _discard(final)
         os.replace(tmp, final)
-        pointer_tmp = ckpt_dir / '.latest.json.tmp'
-        pointer_tmp.write_text(json.dumps({'dir': name, 'step': step}))
-        os.replace(pointer_tmp, ckpt_dir / 'latest.json')
-        done = sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith('step_'))
+        _fsync_dir(ckpt_dir)
+        pointer_tmp = ckpt_dir / f'{_TMP_PREFIX}{POINTER_NAME}'
+        with open(pointer_tmp, 'w') as f:
+            f.write(json.dumps({'dir': name, 'step': step}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(pointer_tmp, ckpt_dir / POINTER_NAME)
+        _fsync_dir(ckpt_dir)
+        done = _complete_checkpoints(ckpt_dir)
         for old in done[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:
+                _discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _complete_checkpoints(ckpt_dir: Path) -> List[Path]:
+    """The ``step_N`` folders under ``ckpt_dir``, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir()
+             if (m := _STEP_DIR.fullmatch(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint folder by first renaming it to ``.tmp_…``: a kill during the delete leaves a leftover
+    the next save removes, never a half ``step_N`` folder."""
+    doomed = path.parent / f'{_TMP_PREFIX}del_{path.name}'
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_leftovers(ckpt_dir: Path) -> None:
+    """Remove the ``.tmp_*`` folders and files a killed save or delete left under ``ckpt_dir``."""
+    if not ckpt_dir.is_dir():
+        return
+    for p in ckpt_dir.iterdir():
+        if p.name.startswith(_TMP_PREFIX):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then every folder, deepest first (a folder holds its files' names)."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(folder)
+
+
+def _fsync_dir(path) -> None:
+    """Make a rename or new name in ``path`` durable. Windows cannot open a folder; NTFS journals renames."""
+    if os.name == 'nt':
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some network and FUSE filesystems cannot fsync a folder; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _trim_log(log_file: Path, step: int) -> None:
+    """Drop the log records of steps after ``step`` (a killed run logged them; the resumed run redoes them) and
+    any half-written line, so the log of a resumed run reads like one straight run."""
+    if not log_file.is_file():
+        return
+    kept, dropped = [], 0
+    for line in log_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            if rec['step'] <= step:
+                kept.append(line)
+                continue
+        except (ValueError, TypeError, KeyError):
+            pass
+        dropped += 1
+    if dropped:
+        tmp = log_file.with_name(f'.{log_file.name}.tmp')
+        tmp.write_text(''.join(line + '\n' for line in kept))
+        os.replace(tmp, log_file)
 
 
 def finish(accelerator: Accelerator) -> None:
