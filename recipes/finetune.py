@@ -31,7 +31,7 @@ from timm_learngene.finetune import DescendantTrainer, RouteSampler, set_trainab
 from timm_learngene.snnet import anchor_pool  # noqa: E402
 from timm_learngene.stitch_init import init_stitches  # noqa: E402
 from timm_learngene.training.config import parse_config, save_config  # noqa: E402
-from timm_learngene.training.loop import cosine_schedule, finish, fit, make_accelerator, make_optimizer  # noqa
+from timm_learngene.training.loop import latest_checkpoint, cosine_schedule, finish, fit, make_accelerator, make_optimizer  # noqa
 from timm_learngene.training.metrics import accuracy  # noqa: E402
 from timm_learngene.training.cli import run_cli  # noqa: E402
 
@@ -99,7 +99,9 @@ def main(argv: Optional[Sequence[str]] = None):
         pool = anchor_pool(cfg.anchors)
     spec = pool.pool_spec
     data_cfg = vars(cfg)
-    if cfg.stitch_init != 'none' and not cfg.resume:
+    # a resumed run restores the stitch layers from its checkpoint; one killed before its first checkpoint
+    # starts over and initialises them like a fresh run
+    if cfg.stitch_init != 'none' and not (cfg.resume and latest_checkpoint(cfg.resume) is not None):
         images = None
         if cfg.stitch_init == 'lstsq':
             calib = build_dataset(data_cfg, 'train', spec.img_size, spec.in_chans, spec.num_classes, augment=False)

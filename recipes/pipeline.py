@@ -4,7 +4,8 @@
     python recipes/pipeline.py                                  # preset 'demo' (Fashion-MNIST, ~15 min, 2 CPU cores)
     python recipes/pipeline.py --preset recipes/configs/pipeline_demo.yaml --output out/demo --seed 1
 
-Stages (each one a recipe, run in-process, each skipped when its output already exists unless --force):
+Stages (each one a recipe, run in-process; one that finished before is skipped unless --force, one killed half
+way resumes from its checkpoints):
  1. ancestry   recipes/train_vit.py       a ViT trained on the labels (reused if OUTPUT/ancestry/model exists)
  2. distill    recipes/distill.py         ancestry -> every pool member, one pass
  3. finetune   recipes/finetune.py        stitch init + joint finetuning of every descendant
@@ -32,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'recipes'))
 from timm_learngene.training.cli import run_cli  # noqa: E402
+from timm_learngene.training.loop import latest_checkpoint  # noqa: E402
 
 PRESETS = {'demo': ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
            'replication': ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml'}
 STAGES = ('ancestry', 'distill', 'finetune', 'evaluate')
+STAGE_DONE = '.stage_done.json'
 SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_attn', 'mixed_precision',
           'train_limit', 'eval_limit')
 
@@ -109,15 +112,25 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     timings = {}
 
     def run(stage, module, options, done: Path):
-        if done.exists() and not args.force:
+        # a stage counts as done only once its recipe returned: a marker written after it, next to the outputs
+        # (a stage killed half way through writing them is run again, resuming from its checkpoints)
+        marker = Path(options.get('output', done.parent)) / STAGE_DONE
+        if done.exists() and marker.exists() and not args.force:
             print(f'[{stage}] reusing {done}')
             timings[stage] = 0.0
             return
-        print(f'[{stage}] running', flush=True)
+        output = options.get('output')
+        if 'resume' in module.DEFAULTS and output and not args.force and latest_checkpoint(output) is not None:
+            options = dict(options, resume=output)
+            print(f'[{stage}] resuming from the checkpoints in {output}', flush=True)
+        else:
+            print(f'[{stage}] running', flush=True)
         t = time.perf_counter()
         module.main(to_argv(dict({k: v for k, v in shared.items() if k in module.DEFAULTS}, **options)))
         _reset_accelerate()
         timings[stage] = time.perf_counter() - t
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({'stage': stage, 'seconds': round(timings[stage], 1)}))
 
     anc = out / 'ancestry'
     run('ancestry', train_vit, dict(preset['ancestry'], output=str(anc)), anc / 'model' / 'model.safetensors')

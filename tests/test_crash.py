@@ -308,3 +308,19 @@ def test_nan_loss_stops_with_the_step_and_term_and_leaves_the_checkpoint(tmp_pat
 
     resumed = _tiny_fit(tmp_path / 'run', _ce, resume=True)
     assert torch.equal(resumed, _tiny_fit(tmp_path / 'straight', _ce))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_nan_on_one_process_stops_every_process(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+           '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           str(ROOT / 'tests' / 'nan_rank.py'), str(tmp_path / 'run')]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "rank 1 stopped: loss term 'total' = nan at step index 2" in text, text[-3000:]
+    assert 'rank 0 stopped: a loss became non-finite on process [1] at step index 2' in text, text[-3000:]
+    assert (tmp_path / 'run' / 'checkpoints' / 'step_00000002').is_dir()
+    assert not (tmp_path / 'run' / 'checkpoints' / 'step_00000003').exists()

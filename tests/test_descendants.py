@@ -174,13 +174,24 @@ def test_finetune_stitches_mode_keeps_the_learngenes(tmp_path, distilled):
 
 
 @pytest.mark.slow
-def test_finetune_resume_equals_straight_run(tmp_path, distilled):
+def test_finetune_resume_equals_straight_run(tmp_path, distilled, monkeypatch):
     import finetune
     finetune.main(_ft_args(distilled, tmp_path / 'a', '--max-steps', '4'))
     _reset()
     finetune.main(_ft_args(distilled, tmp_path / 'b', '--max-steps', '4', '--stop-after', '2'))
     _reset()
+    # resuming unpickles nothing: every torch.load is weights_only, the loop's own state is JSON
+    checkpoint = tmp_path / 'b' / 'checkpoints' / 'step_00000002'
+    assert (checkpoint / 'train_state.json').is_file() and not list(checkpoint.glob('custom_checkpoint_*'))
+    loads, real_load = [], torch.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get('weights_only'))
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, 'load', spy)
     finetune.main(_ft_args(distilled, tmp_path / 'b', '--max-steps', '4', '--resume', str(tmp_path / 'b')))
+    monkeypatch.undo()
+    assert loads and all(w is True for w in loads), loads
     a = load_file(tmp_path / 'a' / 'pool' / 'model.safetensors')
     b = load_file(tmp_path / 'b' / 'pool' / 'model.safetensors')
     for k in a:

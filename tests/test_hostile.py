@@ -382,3 +382,17 @@ def test_fuzz_tensor_bytes(pool_dir, data):
                 load_pool(folder, descendant=name)
         else:
             assert _same_weights(load_pool(folder, descendant=name), pool, name)
+
+
+def test_save_pool_removes_leftovers_of_a_killed_save(pool_dir, tmp_path):
+    _, pool = pool_dir
+    target = tmp_path / 'pool'
+    (tmp_path / '.pool.abc123.tmp').mkdir()  # a new-folder save killed before its rename
+    (tmp_path / '.pool.abc123.tmp' / 'model.safetensors').write_bytes(b'half')
+    (tmp_path / '.other.abc.tmp').mkdir()  # another pool's: left alone
+    save_pool(pool, target)
+    assert not (tmp_path / '.pool.abc123.tmp').exists() and (tmp_path / '.other.abc.tmp').exists()
+    (target / '.model.safetensors.xyz.tmp').write_bytes(b'half')  # an in-place save killed mid-write
+    save_pool(pool, target)
+    assert sorted(p.name for p in target.iterdir()) == ['config.json', 'model.safetensors']
+    assert _same_weights(load_pool(target, descendant='s3'), pool, 's3')

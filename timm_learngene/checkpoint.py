@@ -13,6 +13,7 @@ is built for a file, the file's recorded spec must match the config's and the fi
 it, so a hostile config cannot make the loader allocate more memory than the file itself backs.
 """
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -111,6 +112,7 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     if recipe is not None:
         config['recipe'] = dict(recipe)
     text = json.dumps(config, indent=2, default=list)
+    _remove_leftovers(path)
     if path.is_dir():
         # an existing folder keeps its other files (model card, results); each file is replaced atomically,
         # config.json last, and a weights file is checked against the config's spec when loaded
@@ -134,6 +136,15 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files and folders of an earlier save of ``path`` that was killed before its rename."""
+    stale = list(path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'))
+    if path.is_dir():
+        stale += [p for name in (WEIGHTS_NAME, CONFIG_NAME) for p in path.glob(f'.{name}.*.tmp')]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

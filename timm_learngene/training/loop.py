@@ -10,7 +10,13 @@ A checkpoint folder ``checkpoints/step_N`` exists only once it is complete: acce
 ``latest.json`` is replaced to name it. An old checkpoint is renamed back to ``.tmp_…`` before it is deleted. So
 a run killed (or a machine losing power) at any instant leaves only complete ``step_*`` folders, and
 ``.tmp_*`` leftovers that the next save or resume removes.
+
+accelerate saves the model, optimizer, data sampler and RNG states (read back with ``weights_only=True``); the
+loop's own state (step, schedule, and any ``extra_state`` such as the route sampler) goes into
+``train_state.json``, so resuming never unpickles anything (accelerate would read registered objects with
+``weights_only=False``).
 """
+import base64
 import json
 import logging
 import math
@@ -19,18 +25,21 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
+from ..errors import CheckpointError
+
 __all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
-           'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint']
+           'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint', 'load_train_state']
 
 _logger = logging.getLogger(__name__)
 
 POINTER_NAME = 'latest.json'
+STATE_NAME = 'train_state.json'
 _TMP_PREFIX = '.tmp_'
 _STEP_DIR = re.compile(r'step_(\d+)')
 
@@ -88,16 +97,29 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, min_ratio: f
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Path]) -> None:
+def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Path],
+                  accelerator: Optional[Accelerator] = None) -> None:
     """Raise :class:`NonFiniteLossError` naming every non-finite term; ``step`` is the 0-based index of the
-    optimizer step being computed (``loss_fn``'s ``step``), ``kept`` the checkpoint a resume would load."""
+    optimizer step being computed (``loss_fn``'s ``step``), ``kept`` the checkpoint a resume would load.
+
+    With several processes the verdict is shared (one small all-reduce), so every process stops at the same
+    step instead of the others waiting in the gradient all-reduce for one that has already raised."""
     bad = []
     for k, v in losses.items():
         v = v.detach()
         if not torch.isfinite(v).all():
             bad.append(f'{k!r} = {v.item()}' if v.numel() == 1 else f'{k!r} (non-finite entries)')
+    where = f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
+    if accelerator is not None and accelerator.num_processes > 1:
+        flags = torch.zeros(accelerator.num_processes, device=accelerator.device)
+        flags[accelerator.process_index] = float(bool(bad))
+        flags = accelerator.reduce(flags, reduction='sum')
+        others = [i for i, f in enumerate(flags.tolist()) if f and i != accelerator.process_index]
+        if others and not bad:
+            raise NonFiniteLossError(
+                f'a loss became non-finite on process{"es" if len(others) > 1 else ""} {others} at step index '
+                f'{step}; every process stops and {where}. See that process\'s error for the term')
     if bad:
-        where = f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
         raise NonFiniteLossError(
             f'loss term{"s" if len(bad) > 1 else ""} {", ".join(bad)} at step index {step} (after {step} completed '
             f'optimizer steps); the run stops before the optimizer step and {where}. Lower the learning rate or '
@@ -117,7 +139,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
     time-limited jobs). ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
     """
     state = TrainState()
-    accelerator.register_for_checkpointing(state, scheduler, *extra_state)
+    stateful = [state, scheduler, *extra_state]  # saved as JSON next to accelerate's files
     ckpt_dir = Path(cfg.output) / 'checkpoints'
     log_file = Path(cfg.output) / 'log.jsonl'
     if accelerator.is_main_process:
@@ -129,6 +151,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
             accelerator.print(f'no complete checkpoint under {cfg.resume}/checkpoints; starting from step 0')
         else:
             accelerator.load_state(str(kept))
+            load_train_state(kept, stateful)
             accelerator.print(f'resumed from {kept} at step {state.step}')
         accelerator.wait_for_everyone()  # every process has read the checkpoint before a folder is touched
         if accelerator.is_main_process:
@@ -157,7 +180,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                 x, y = mixup(x, y)
             with accelerator.accumulate(model):
                 losses = loss_fn(model, x, y, state.step)
-                _check_finite(losses, state.step, kept)
+                _check_finite(losses, state.step, kept, accelerator)
                 accelerator.backward(losses['total'])
                 if accelerator.sync_gradients and cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -179,7 +202,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                     f.write(json.dumps(rec) + '\n')
             stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
-                kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints)
+                kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints, stateful)
             if state.step >= total_steps or stopping:
                 break
         if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
@@ -228,12 +251,14 @@ def latest_checkpoint(run_dir) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: int,
+                    stateful: Sequence[Any] = ()) -> Path:
     """``accelerator.save_state`` into ``.tmp_step_N``; every file and the folder fsynced; renamed to ``step_N``;
     then ``latest.json`` replaced (written and fsynced the same way) to name it. A run killed, or a machine that
     loses power, at any point leaves the previous checkpoint or this one, complete, never a half one that resume
     would pick up. Leftover ``.tmp_*`` folders of an earlier killed save are removed first. Keeps the newest
-    ``keep`` checkpoints (all if ``keep <= 0``)."""
+    ``keep`` checkpoints (all if ``keep <= 0``). ``stateful`` objects (``state_dict``/``load_state_dict``,
+    the same on every process) are written to ``train_state.json`` in the same folder."""
     name = f'step_{step:08d}'
     final, tmp = ckpt_dir / name, ckpt_dir / f'{_TMP_PREFIX}{name}'
     if accelerator.is_main_process:
@@ -243,6 +268,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        (tmp / STATE_NAME).write_text(json.dumps([_encode(obj.state_dict()) for obj in stateful]))
         _fsync_tree(tmp)  # the data is on disk before the name that says it is complete
         if final.exists():  # same step saved by a run killed before it moved latest.json
             _discard(final)
@@ -261,6 +287,58 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
                 _discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_train_state(checkpoint: Path, stateful: Sequence[Any]) -> None:
+    """Restore ``stateful`` objects from a checkpoint's ``train_state.json`` (plain JSON, never unpickled)."""
+    file = Path(checkpoint) / STATE_NAME
+    try:
+        states = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f'{file} is missing or unreadable ({e}); the checkpoint {checkpoint} was not written '
+                              f'by this version of timm_learngene, or it is damaged: delete it to resume from an '
+                              f'earlier one') from None
+    if not isinstance(states, list) or len(states) != len(stateful):
+        raise CheckpointError(f'{file} holds {len(states) if isinstance(states, list) else "no"} states, the run '
+                              f'expects {len(stateful)}; resume with the same recipe that wrote it')
+    for obj, st in zip(stateful, states):
+        obj.load_state_dict(_decode(st))
+
+
+_DTYPES = {str(t).split('.')[-1]: t for t in (torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64)}
+
+
+def _encode(obj):
+    """JSON-ready copy of a state dict: tensors become ``{"__tensor__": dtype, "shape": …, "data": base64}``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        name = str(t.dtype).split('.')[-1]
+        if name not in _DTYPES:
+            raise TypeError(f'cannot save a {t.dtype} tensor in {STATE_NAME}')
+        return {'__tensor__': name, 'shape': list(t.shape),
+                'data': base64.b64encode(t.reshape(-1).view(torch.uint8).numpy().tobytes()).decode()}
+    if isinstance(obj, dict):
+        return {str(k): _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f'cannot save {type(obj).__name__} in {STATE_NAME}')
+
+
+def _decode(obj):
+    if isinstance(obj, dict) and '__tensor__' in obj:
+        dtype = _DTYPES.get(obj['__tensor__'])
+        if dtype is None:
+            raise CheckpointError(f'{STATE_NAME}: unknown tensor dtype {obj["__tensor__"]!r}')
+        raw = bytearray(base64.b64decode(obj['data']))
+        return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(obj['shape']).clone() if raw else \
+            torch.empty(obj['shape'], dtype=dtype)
+    if isinstance(obj, dict):
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
 
 
 def _complete_checkpoints(ckpt_dir: Path) -> List[Path]:
