@@ -1,5 +1,8 @@
-"""Bad data gets a clear DatasetError: missing, unreadable or empty folders, damaged Fashion-MNIST files, and
-images that cannot be decoded (``bad_images``: error or skip)."""
+"""Bad data gets a clear DatasetError: missing, unreadable or empty folders, damaged Fashion-MNIST files (a gzip bomb
+too), more classes than the model has outputs, train/ and val/ with different classes, and images that cannot be
+decoded (``bad_images``: error or skip). Permission errors are tested with chmod (skipped as root) and, so that they
+run as root too, with the reading functions patched to refuse the one path."""
+import builtins
 import gzip
 import logging
 import os
@@ -34,13 +37,15 @@ def _png(path: Path, value: int = 128):
 
 
 def _image_folder(root: Path, bad: bytes = None) -> Path:
-    """train/a/0.png, train/a/1.png, [train/a/2_bad.jpg], train/b/3.png (the reader's order) and val/a/0.png."""
+    """train/a/0.png, train/a/1.png, [train/a/2_bad.jpg], train/b/3.png (the reader's order), val/a/0.png and
+    val/b/1.png."""
     _png(root / 'train' / 'a' / '0.png')
     _png(root / 'train' / 'a' / '1.png')
     if bad is not None:
         (root / 'train' / 'a' / '2_bad.jpg').write_bytes(bad)
     _png(root / 'train' / 'b' / '3.png')
     _png(root / 'val' / 'a' / '0.png')
+    _png(root / 'val' / 'b' / '1.png')
     return root
 
 
@@ -110,11 +115,41 @@ def _chmod_000_or_skip(path: Path):
     pytest.skip('chmod 000 does not block reads here (running as root?)')
 
 
+def _deny(monkeypatch, locked: Path):
+    """Reading ``locked`` fails as after chmod 000 for a user other than root, even as root: listing it (os.listdir,
+    os.scandir: timm's walk), opening it (gzip.open goes through builtins.open), and os.access on it."""
+    real_listdir, real_scandir, real_access, real_open = os.listdir, os.scandir, os.access, builtins.open
+
+    def is_locked(path):
+        return isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(locked)
+
+    def refuse(real):
+        def patched(path='.', *args, **kwargs):
+            if is_locked(path):
+                raise PermissionError(13, 'Permission denied', str(path))
+            return real(path, *args, **kwargs)
+        return patched
+
+    monkeypatch.setattr(os, 'listdir', refuse(real_listdir))
+    monkeypatch.setattr(os, 'scandir', refuse(real_scandir))
+    monkeypatch.setattr(builtins, 'open', refuse(real_open))
+    monkeypatch.setattr(os, 'access', lambda path, mode, *a, **kw: not is_locked(path) and real_access(path, mode,
+                                                                                                       *a, **kw))
+
+
+def _lock(path: Path, how: str, monkeypatch):
+    if how == 'chmod':
+        _chmod_000_or_skip(path)
+    else:
+        _deny(monkeypatch, path)
+
+
+@pytest.mark.parametrize('how', ['chmod', 'patched'])
 @pytest.mark.parametrize('which', ['data_dir', 'train', 'class'])
-def test_folder_unreadable(tmp_path, which):
+def test_folder_unreadable(tmp_path, monkeypatch, which, how):
     data = _image_folder(tmp_path / 'data')
     locked = {'data_dir': data, 'train': data / 'train', 'class': data / 'train' / 'b'}[which]
-    _chmod_000_or_skip(locked)
+    _lock(locked, how, monkeypatch)
     try:
         with pytest.raises(DatasetError, match=re.escape(f'{locked} is not readable (permission denied)')):
             _build(_folder_cfg(data))
@@ -127,7 +162,92 @@ def test_folder_reads_classes_and_limit(tmp_path):
     ds = _build(_folder_cfg(data))
     assert len(ds) == 3 and ds.classes == ['a', 'b'] and [ds[i][1] for i in range(3)] == [0, 0, 1]
     assert ds[0][0].shape == (3, 8, 8)
-    assert len(_build(_folder_cfg(data, train_limit=2))) == 2 and len(_build(_folder_cfg(data), 'eval')) == 1
+    assert len(_build(_folder_cfg(data, train_limit=2))) == 2 and len(_build(_folder_cfg(data), 'eval')) == 2
+    assert _build(_folder_cfg(data), 'eval').classes == ['a', 'b']
+
+
+# --- classes: the model's outputs, train/ vs val/ --------------------------------------------------------------
+
+def _classes(root: Path, train=('a', 'b', 'c'), val=('a', 'b', 'c')) -> Path:
+    for split, names in (('train', train), ('val', val)):
+        for name in names:
+            _png(root / split / name / '0.png')
+    return root
+
+
+@pytest.mark.parametrize('split', ['train', 'eval'])
+def test_folder_with_more_classes_than_the_model(tmp_path, split):
+    # a label >= num_classes would stop the run inside cross_entropy (IndexError; a device-side assert on GPU)
+    data = _classes(tmp_path / 'data')
+    with pytest.raises(DatasetError, match=re.escape(f'{data / ("train" if split == "train" else "val")} has 3 '
+                                                     'classes but the model has 2 outputs')) as e:
+        build_dataset(_folder_cfg(data), split, img_size=8, in_chans=3, num_classes=2)
+    assert '--num-classes 3' in str(e.value) and 'remove class folders' in str(e.value)
+    for num_classes in (3, 5, 0):  # as many, more outputs than classes, headless (features only)
+        ds = build_dataset(_folder_cfg(data), split, img_size=8, in_chans=3, num_classes=num_classes)
+        assert ds.classes == ['a', 'b', 'c']
+
+
+def test_fashion_mnist_with_more_classes_than_the_model(tmp_path):
+    root = _fashion_mnist(tmp_path / 'fm')
+    for split in ('train', 'eval'):
+        with pytest.raises(DatasetError, match="dataset 'fashion_mnist' has 10 classes but the model has 5 outputs.*"
+                                               '--num-classes 10'):
+            build_dataset(dict(dataset='fashion_mnist', data_dir=str(root)), split, 28, 1, 5)
+        for num_classes in (10, 0):
+            assert len(build_dataset(dict(dataset='fashion_mnist', data_dir=str(root)), split, 28, 1,
+                                     num_classes)) == 20
+
+
+@pytest.mark.parametrize('split', ['train', 'eval'])
+@pytest.mark.parametrize('val, only_train, only_val', [
+    (('a', 'c'), 'b', 'none'),
+    (('a', 'b', 'c', 'd'), 'none', 'd'),
+    (('a', 'c', 'x', 'y'), 'b', 'x, y'),
+])
+def test_folder_train_and_val_with_different_classes(tmp_path, split, val, only_train, only_val):
+    # val/ without b would label c as 1 in evaluation but 2 in training: wrong accuracy, no error
+    data = _classes(tmp_path / 'data', val=val)
+    with pytest.raises(DatasetError, match=re.escape(
+            f'{data / "train"} and {data / "val"} have different class folders (only in train/: {only_train}; only '
+            f'in val/: {only_val}); a class index must mean the same class in both')):
+        build_dataset(_folder_cfg(data), split, img_size=8, in_chans=3, num_classes=10)
+
+
+def test_folder_with_one_split_only_is_not_compared(tmp_path):
+    data = _classes(tmp_path / 'data', val=('a',))
+    (data / 'val').rename(data / 'elsewhere')
+    assert build_dataset(_folder_cfg(data), 'train', 8, 3, 3).classes == ['a', 'b', 'c']
+    (data / 'train').rename(data / 'other')
+    (data / 'elsewhere').rename(data / 'val')
+    assert build_dataset(_folder_cfg(data), 'eval', 8, 3, 3).classes == ['a']
+
+
+def test_folder_class_folder_without_images(tmp_path):
+    # timm's reader would drop the empty folder's class and shift the indices of the classes after it
+    data = _classes(tmp_path / 'data')
+    (data / 'val' / 'b' / '0.png').unlink()
+    (data / 'val' / 'b' / 'notes.txt').write_text('hi')
+    with pytest.raises(DatasetError, match=re.escape(f'class folder {data / "val" / "b"} holds no images (')):
+        build_dataset(_folder_cfg(data), 'eval', 8, 3, 3)
+    assert build_dataset(_folder_cfg(data), 'train', 8, 3, 3).classes == ['a', 'b', 'c']
+
+
+@pytest.mark.parametrize('where', ['split_folder', 'nested'])
+def test_folder_images_outside_class_folders(tmp_path, where):
+    data = _classes(tmp_path / 'data')
+    stray = data / 'train' / ('x.png' if where == 'split_folder' else 'b/extra/x.png')
+    _png(stray)  # timm would make a class '' or 'extra' of these
+    with pytest.raises(DatasetError, match=re.escape(f'{stray} is not directly inside a class folder of '
+                                                     f'{data / "train"}')):
+        build_dataset(_folder_cfg(data), 'train', 8, 3, 3)
+
+
+def test_folder_hidden_folders_are_not_classes(tmp_path):
+    data = _classes(tmp_path / 'data')
+    (data / 'train' / '.ipynb_checkpoints').mkdir()
+    (data / 'val' / '.cache').mkdir()
+    assert build_dataset(_folder_cfg(data), 'train', 8, 3, 3).classes == ['a', 'b', 'c']
 
 
 # --- bad images ------------------------------------------------------------------------------------------------
@@ -270,10 +390,38 @@ def test_fashion_mnist_count_mismatch_and_bad_labels(tmp_path):
         FashionMNIST(root, 'train')
 
 
-def test_fashion_mnist_unreadable_file(tmp_path):
+@pytest.mark.parametrize('shape, code', [
+    ((1_000_000, 28, 28), 0x08),      # 748 MiB of uint8 pretending to be Fashion-MNIST
+    ((40_000_000,), 0x0E),            # few elements, but float64: 305 MiB
+    ((2 ** 32 - 1,) * 3, 0x08),       # np.prod of this wraps around int64
+])
+def test_fashion_mnist_gzip_bomb_is_refused_before_reading(tmp_path, monkeypatch, shape, code):
     root = _fashion_mnist(tmp_path / 'fm')
     path = root / 'train-images-idx3-ubyte.gz'
-    _chmod_000_or_skip(path)
+    # a real bomb holds its bytes as a few KB of compressed zeros; the header alone must stop it
+    path.write_bytes(gzip.compress(bytes([0, 0, code, len(shape)]) + struct.pack(f'>{len(shape)}I', *shape)
+                                   + bytes(1000)))
+    reads = []
+    real_read = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, 'read', lambda self, size=-1: reads.append(size) or real_read(self, size))
+    with pytest.raises(DatasetError, match=re.escape(f'{path}: IDX header declares shape {shape}')) as e:
+        FashionMNIST(root, 'train')
+    assert 'more than the 256 MiB limit' in str(e.value) and 'fresh copy' in str(e.value)
+    assert max(reads) <= 4 * len(shape), 'nothing past the header is read'
+
+
+def test_read_idx_max_bytes(tmp_path):
+    path = _fashion_mnist(tmp_path / 'fm') / 'train-images-idx3-ubyte.gz'
+    assert read_idx(path).shape == (20, 28, 28)
+    with pytest.raises(DatasetError, match=re.escape('declares shape (20, 28, 28) of uint8')):
+        read_idx(path, max_bytes=20 * 28 * 28 - 1)
+
+
+@pytest.mark.parametrize('how', ['chmod', 'patched'])
+def test_fashion_mnist_unreadable_file(tmp_path, monkeypatch, how):
+    root = _fashion_mnist(tmp_path / 'fm')
+    path = root / 'train-images-idx3-ubyte.gz'
+    _lock(path, how, monkeypatch)
     try:
         with pytest.raises(DatasetError, match=re.escape(f'{path} is not readable (permission denied)')):
             FashionMNIST(root, 'train')

@@ -8,10 +8,13 @@
 ``error`` (default) raises DatasetError naming the file and its index; ``skip`` logs one warning per file and uses
 the next readable image in its place (an epoch still has ``len(dataset)`` samples, so a few are seen twice).
 
-A missing, unreadable or empty dataset, damaged Fashion-MNIST files and a bad ``bad_images`` value raise
-:class:`~timm_learngene.errors.DatasetError` (a ``ValueError``) saying what was wrong and what to do.
+A missing, unreadable or empty dataset, damaged Fashion-MNIST files, a bad ``bad_images`` value, a dataset with more
+classes than the model has outputs, and ``folder`` splits whose class folders differ raise
+:class:`~timm_learngene.errors.DatasetError` (a ``ValueError``) saying what was wrong and what to do: checked when the
+dataset is built, not as an IndexError (a device-side assert on GPU) from the loss mid-run.
 """
-from typing import Any, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
@@ -20,11 +23,12 @@ from ..errors import DatasetError
 from .fashion_mnist import (
     FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMNIST, find_fashion_mnist, read_idx,
 )
-from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, find_split_folder
+from .fashion_mnist import FASHION_MNIST_CLASSES
+from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
 
 __all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
-           'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'dataset_stats',
-           'BAD_IMAGES']
+           'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
+           'dataset_stats', 'BAD_IMAGES']
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
 
@@ -58,7 +62,9 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
 
     Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``bad_images``,
     ``seed``, and the augmentation keys ``aug_scale``, ``hflip``, ``auto_augment``, ``re_prob``, ``crop_pct``,
-    ``interpolation``. Raises DatasetError when the data is missing, unreadable or empty.
+    ``interpolation``. Raises DatasetError when the data is missing, unreadable or empty, when it has more classes
+    than ``num_classes`` (0, a headless model, is not checked), and for ``folder`` when ``train/`` and ``val/`` both
+    exist and have different class folders (checked whichever split is built).
     """
     name = cfg.get('dataset', 'synthetic')
     if split not in ('train', 'eval'):
@@ -85,13 +91,18 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         tf = create_transform(img_size, is_training=False, crop_pct=cfg.get('crop_pct', 0.875),
                               interpolation=cfg.get('interpolation', 'bicubic'), mean=mean, std=std)
     if name == 'fashion_mnist':
+        _check_num_classes(len(FASHION_MNIST_CLASSES), num_classes, "dataset 'fashion_mnist'")
         ds = FashionMNIST(cfg.get('data_dir'), 'train' if training else 'test', transform=_channels(tf, in_chans),
                           limit=limit)
     elif name == 'folder':
         if not cfg.get('data_dir'):
             raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
-        ds = ImageFolder(find_split_folder(cfg['data_dir'], split), transform=_channels(tf, in_chans),
-                         img_mode='L' if in_chans == 1 else 'RGB', limit=limit)
+        root = find_split_folder(cfg['data_dir'], split)
+        classes = _same_classes_in_both_splits(cfg['data_dir'], split, root)
+        _check_num_classes(len(classes), num_classes, str(root),
+                           extra=' or remove class folders from train/ and val/')
+        ds = ImageFolder(root, transform=_channels(tf, in_chans), img_mode='L' if in_chans == 1 else 'RGB',
+                         limit=limit)
         if bad_images == 'skip':
             ds = SkipBadImages(ds)
     else:
@@ -99,6 +110,41 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     if len(ds) == 0:
         raise DatasetError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
     return ds
+
+
+def _check_num_classes(n: int, num_classes: int, what: str, extra: str = ''):
+    # a label >= num_classes fails in cross_entropy mid-run; fewer classes than outputs is fine (unused logits)
+    if num_classes and n > num_classes:
+        raise DatasetError(f'{what} has {n} classes but the model has {num_classes} outputs; build the model with '
+                           f'{n} classes (distill: --num-classes {n}; train_vit: --model-args '
+                           f"'{{\"num_classes\": {n}}}'; finetune and evaluate use the pool's, so distill it that way)"
+                           f'{extra}')
+
+
+def _same_classes_in_both_splits(data_dir, split: str, root: Path) -> List[str]:
+    """The class folders of ``root`` (split ``split``), after checking the other split has the same ones, so that a
+    class index means the same class in training and evaluation. A missing other split is not checked here."""
+    classes = class_folders(root)
+    try:
+        other = find_split_folder(data_dir, 'eval' if split == 'train' else 'train')
+    except DatasetError:  # e.g. evaluate with only val/, or training without evaluation
+        return classes
+    other_classes = class_folders(other)
+    if classes != other_classes:
+        (train, train_classes), (val, val_classes) = ((root, classes), (other, other_classes)) if split == 'train' \
+            else ((other, other_classes), (root, classes))
+        raise DatasetError(f'{train} and {val} have different class folders (only in {train.name}/: '
+                           f'{_some(set(train_classes) - set(val_classes))}; only in {val.name}/: '
+                           f'{_some(set(val_classes) - set(train_classes))}); a class index must mean the same class '
+                           f'in both: give both splits the same class folders')
+    return classes
+
+
+def _some(names) -> str:
+    names = sorted(names)
+    if not names:
+        return 'none'
+    return ', '.join(names[:10]) + (f', ... ({len(names)} in all)' if len(names) > 10 else '')
 
 
 class _channels:

@@ -5,6 +5,7 @@ Missing files raise FileNotFoundError from :func:`find_fashion_mnist` and Datase
 a damaged, truncated or mismatched file raises DatasetError naming it; each message says how to get the files.
 """
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -18,7 +19,7 @@ from PIL import Image
 from ..errors import DatasetError
 
 __all__ = ['read_idx', 'FashionMNIST', 'FASHION_MNIST_DIR', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD',
-           'FASHION_MNIST_CLASSES', 'find_fashion_mnist', 'ensure_fashion_mnist']
+           'FASHION_MNIST_CLASSES', 'MAX_IDX_BYTES', 'find_fashion_mnist', 'ensure_fashion_mnist']
 
 FASHION_MNIST_DIR = Path('/usr/share/datasets/fashion-mnist')
 FASHION_MNIST_MEAN = (0.2860,)
@@ -35,11 +36,14 @@ _HOW_TO_GET = ('install Debian\'s dataset-fashion-mnist (apt-get install -y data
                'the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into a folder and '
                'pass it as --data-dir')
 _REPLACE = f'replace it with a fresh copy ({_HOW_TO_GET})'
+# the largest IDX data read_idx accepts (Fashion-MNIST's largest file holds 47 MB): a header is read before any data,
+# so a small gzip file declaring a huge shape (a gzip bomb) is refused before anything is allocated or decompressed
+MAX_IDX_BYTES = 256 * 2 ** 20
 
 
-def read_idx(path: Union[str, Path]) -> np.ndarray:
+def read_idx(path: Union[str, Path], max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzipped or not) into an array of its declared type and shape. A missing, unreadable or
-    damaged file raises DatasetError naming it."""
+    damaged file, or one whose header declares more than ``max_bytes`` of data, raises DatasetError naming it."""
     path = Path(path)
     opener = gzip.open if path.suffix == '.gz' else open
     try:
@@ -52,10 +56,13 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
             if len(raw_dims) != 4 * ndim:
                 raise DatasetError(f'{path} is truncated inside its header; {_REPLACE}')
             dims = struct.unpack(f'>{ndim}I', raw_dims)
-            count = int(np.prod(dims)) if dims else 0
-            if count > 2 ** 31:
-                raise DatasetError(f'{path}: IDX header declares {dims}, too large; {_REPLACE}')
-            data = f.read(count * np.dtype(dtype).itemsize)
+            nbytes = math.prod(dims) * np.dtype(dtype).itemsize  # exact: np.prod wraps around past 2**63
+            if nbytes > max_bytes:
+                raise DatasetError(f'{path}: IDX header declares shape {dims} of {np.dtype(dtype).name}, '
+                                   f'{nbytes / 2 ** 20:.0f} MiB of data, more than the {max_bytes / 2 ** 20:.0f} MiB '
+                                   f'limit (Fashion-MNIST needs 45 MiB): the file is damaged or not Fashion-MNIST; '
+                                   f'{_REPLACE}')
+            data = f.read(nbytes)
             f.read(1)  # reach the end of the gzip stream, where its CRC is checked
     except FileNotFoundError:
         raise DatasetError(f'{path} does not exist; {_HOW_TO_GET}') from None
@@ -64,7 +71,7 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
             from None
     except (OSError, EOFError, zlib.error) as e:  # gzip: not gzip, bad CRC, cut short
         raise DatasetError(f'{path} is damaged ({type(e).__name__}: {e}); {_REPLACE}') from e
-    if len(data) != count * np.dtype(dtype).itemsize:
+    if len(data) != nbytes:
         raise DatasetError(f'{path} is truncated: header declares shape {dims}, file holds {len(data)} bytes of '
                            f'data; {_REPLACE}')
     return np.frombuffer(data, dtype=dtype).reshape(dims)

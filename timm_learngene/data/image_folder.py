@@ -2,8 +2,9 @@
 empty folder and for an image that cannot be decoded.
 
 Files are found by timm's folder reader, so class order and image extensions match ``timm.data.create_dataset``;
-unlike it, a missing split folder is an error (timm falls back to ``DATA_DIR`` itself) and a bad image is an error
-unless the dataset is wrapped in :class:`SkipBadImages`.
+unlike it, a missing split folder is an error (timm falls back to ``DATA_DIR`` itself), every class folder must hold
+images directly (timm silently drops an empty class folder and makes a nested folder a class of its own, either of
+which shifts the class indices), and a bad image is an error unless the dataset is wrapped in :class:`SkipBadImages`.
 """
 import logging
 import os
@@ -17,7 +18,8 @@ from timm.data.readers.reader_image_folder import find_images_and_targets
 
 from ..errors import DatasetError
 
-__all__ = ['ImageFolder', 'SkipBadImages', 'find_split_folder', 'SPLIT_FOLDERS', 'FOLDER_LAYOUT', 'BAD_IMAGES']
+__all__ = ['ImageFolder', 'SkipBadImages', 'find_split_folder', 'class_folders', 'SPLIT_FOLDERS', 'FOLDER_LAYOUT',
+           'BAD_IMAGES']
 
 _logger = logging.getLogger(__name__)
 
@@ -59,26 +61,49 @@ def find_split_folder(data_dir: Union[str, Path], split: str) -> Path:
                        f'subfolder per class')
 
 
+def class_folders(split_dir: Union[str, Path]) -> List[str]:
+    """The class names of a split folder: its subfolders (hidden ones aside), sorted by name. Only lists the folder,
+    so it is cheap even for ImageNet; :class:`ImageFolder` checks that these are exactly the classes it finds."""
+    split_dir = Path(split_dir)
+    return [n for n in _list(split_dir, 'split folder') if not n.startswith('.') and (split_dir / n).is_dir()]
+
+
 class ImageFolder(torch.utils.data.Dataset):
     """``(image, class index)`` from ``root/<class>/*.jpg``; ``limit`` keeps the first N images.
 
-    An image that cannot be decoded raises DatasetError naming the file and its index; wrap the dataset in
-    :class:`SkipBadImages` to skip such files instead.
+    The classes are the subfolders of ``root`` (:func:`class_folders`), each holding its images directly; an empty
+    class folder or images elsewhere raise DatasetError, since either would shift the class indices. An image that
+    cannot be decoded raises DatasetError naming the file and its index; wrap the dataset in :class:`SkipBadImages`
+    to skip such files instead.
     """
 
     def __init__(self, root: Union[str, Path], transform: Optional[Callable] = None, img_mode: str = 'RGB',
                  limit: Optional[int] = None):
         self.root = Path(root)
-        for name in _list(self.root, 'split folder'):
+        folders = class_folders(self.root)
+        for name in folders:
             # timm's walk silently skips a folder it cannot list, which would drop a class without a word
-            sub = self.root / name
-            if sub.is_dir() and not os.access(sub, os.R_OK | os.X_OK):
-                raise DatasetError(f'class folder {sub} is not readable (permission denied); make it readable '
-                                   f'(chmod -R a+rX {self.root}) or remove it')
+            if not os.access(self.root / name, os.R_OK | os.X_OK):
+                raise DatasetError(f'class folder {self.root / name} is not readable (permission denied); make it '
+                                   f'readable (chmod -R a+rX {self.root}) or remove it')
         samples, self.class_to_idx = find_images_and_targets(str(self.root))
+        exts = ', '.join(get_img_extensions())
         if not samples:
-            raise DatasetError(f'{self.root} holds no images ({", ".join(get_img_extensions())}); expected layout '
-                               f'{FOLDER_LAYOUT}, one subfolder per class')
+            raise DatasetError(f'{self.root} holds no images ({exts}); expected layout {FOLDER_LAYOUT}, one '
+                               f'subfolder per class')
+        empty = [n for n in folders if n not in self.class_to_idx]
+        if empty:
+            raise DatasetError(f'class folder {self.root / empty[0]} holds no images ({exts})'
+                               + (f' (nor do {", ".join(empty[1:])})' if len(empty) > 1 else '')
+                               + '; every class needs images in every split: add some, or remove the folder from '
+                               'train/ and val/ (and build the model with that many fewer classes)')
+        stray = [c for c in self.class_to_idx if c not in folders]
+        if stray:
+            idx = self.class_to_idx[stray[0]]
+            example = next(path for path, target in samples if target == idx)
+            raise DatasetError(f'{example} is not directly inside a class folder of {self.root} (timm would make '
+                               f'{stray[0]!r} a class of its own); expected layout {FOLDER_LAYOUT}, one subfolder per '
+                               f'class with the images directly inside: move the images there')
         self.samples = samples[:limit] if limit else samples
         self.classes = sorted(self.class_to_idx, key=self.class_to_idx.get)
         self.transform, self.img_mode = transform, img_mode
