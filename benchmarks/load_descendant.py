@@ -12,7 +12,7 @@ Setup (once, in a temporary folder): a ``deit_base_l6`` pool with random weights
 Each measurement is a fresh Python process that imports torch, timm and timm_learngene, builds the descendant
 with ``timm.create_model`` (no weights), then times only the load: ``load_pool_weights(model, file=pool)`` (what
 ``create_model('local-dir:…', descendant=…, pretrained=True)`` runs: ``safe_open`` + one ``get_tensor`` per tensor
-the descendant uses, each checked against its Adler-32 checksum) against ``model.load_state_dict(safetensors.torch.load_file(standalone))``. The page cache
+the descendant uses, each checked against its checksum) against ``model.load_state_dict(safetensors.torch.load_file(standalone))``. The page cache
 holds both files (they were just written, and a dropped first round re-reads them), so this is the warm-cache
 case; the pool file is 17x larger, which is what a loader that reads more than it needs would pay for.
 

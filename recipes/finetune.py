@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import timm
 import torch
 from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
@@ -27,6 +28,7 @@ import timm_learngene  # noqa: E402,F401
 from timm_learngene.ancestry import load_ancestry  # noqa: E402
 from timm_learngene.checkpoint import load_pool, read_pool_config, save_pool  # noqa: E402
 from timm_learngene.data import build_dataset, build_loader, build_mixup  # noqa: E402
+from timm_learngene.errors import ConfigError  # noqa: E402
 from timm_learngene.finetune import DescendantTrainer, RouteSampler, set_trainable  # noqa: E402
 from timm_learngene.snnet import anchor_pool  # noqa: E402
 from timm_learngene.stitch_init import init_stitches  # noqa: E402
@@ -69,16 +71,23 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def _teacher(cfg, recipe):
-    """The KD ancestry: --teacher/--teacher-checkpoint, else the one the pool was distilled from."""
+    """The KD ancestry: --teacher/--teacher-checkpoint, else the timm model the pool's recipe names.
+
+    A path recorded in a pool's config.json is never opened (the pool may come from a stranger): it is only
+    shown as a hint, and a recorded model name is used only if it is in timm's registry."""
     if not cfg.kd_weight:
         return None
     name, ckpt = cfg.teacher, cfg.teacher_checkpoint
     if not name and not ckpt:
-        distill = (recipe or {}).get('distill', {})
-        name, ckpt = distill.get('teacher', ''), distill.get('teacher_checkpoint', '')
-    if not name and not ckpt:
-        raise SystemExit('finetune: KD needs the ancestry; pass --teacher NAME or --teacher-checkpoint PATH, '
-                         'or --kd-weight 0 for labels only')
+        distill = recipe.get('distill') if isinstance(recipe, dict) else None
+        distill = distill if isinstance(distill, dict) else {}
+        recorded, hint = distill.get('teacher'), distill.get('teacher_checkpoint')
+        if isinstance(recorded, str) and timm.is_model(recorded) and not hint:
+            name = recorded
+        else:
+            where = f' (the pool was distilled from {hint!r})' if isinstance(hint, str) and hint else ''
+            raise ConfigError(f'finetune: KD needs the ancestry{where}; pass --teacher NAME or --teacher-checkpoint '
+                              f'PATH, or --kd-weight 0 for labels only')
     return load_ancestry(name, ckpt or None)
 
 
@@ -92,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None):
         save_config(cfg, out / 'config.yaml')
 
     if cfg.pool:
-        recipe = read_pool_config(cfg.pool).get('recipe', {})
+        recipe = read_pool_config(cfg.pool).get('recipe') or {}
         pool = load_pool(cfg.pool)
     else:
         recipe = {}

@@ -283,7 +283,7 @@ def test_other_architecture_config(saved, tmp_path):
     garbled = tmp_path / 'garbled'
     garbled.mkdir()
     (garbled / 'config.json').write_text('{not json')
-    with pytest.raises(CheckpointError, match='not valid JSON'):
+    with pytest.raises(CheckpointError, match='not readable JSON'):
         read_pool_config(garbled)
     bad_spec = _edit_config(path, tmp_path / 'badspec', lambda c: c['model_args']['pool'].update(img_size=-1))
     with pytest.raises(CheckpointError, match='invalid pool spec: img_size must be in'):

@@ -138,9 +138,23 @@ def distilled(tmp_path_factory):
 
 
 def _ft_args(src, out, *extra):
-    return ['--pool', str(src / 'pool'), '--dataset', 'synthetic', '--train-limit', '48', '--eval-limit', '16',
+    return ['--pool', str(src / 'pool'), '--teacher-checkpoint', str(src / 'teacher'), '--dataset', 'synthetic',
+            '--train-limit', '48', '--eval-limit', '16',
             '--batch-size', '8', '--num-workers', '0', '--output', str(out), '--warmup-epochs', '0',
             '--init-images', '16', '--log-every', '1', '--lr', '1e-3', *extra]
+
+
+def test_finetune_never_opens_a_path_from_the_pool_config(distilled, tmp_path, monkeypatch):
+    """The pool's recipe names its ancestry folder; finetune shows it as a hint but does not load it."""
+    import finetune
+    opened = []
+    monkeypatch.setattr(finetune, 'load_ancestry', lambda *a, **kw: opened.append(a))
+    args = _ft_args(distilled, tmp_path, '--max-steps', '1')
+    i = args.index('--teacher-checkpoint')
+    with pytest.raises(timm_learngene.LearngeneError, match=rf"distilled from '{distilled / 'teacher'}'.*--teacher"):
+        finetune.main(args[:i] + args[i + 2:])
+    assert opened == []
+    _reset()
 
 
 @pytest.mark.slow

@@ -31,9 +31,10 @@ _NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
 _MAX_WIDTH = 16384
 _MAX_DEPTH = 256
 _MAX_MEMBERS = 16
-_MAX_CLASSES = 1_000_000
+_MAX_CLASSES = 100_000
 _MAX_IMG = 8192
 _MAX_GRID = 256  # patches per side: 4096 px at patch 16
+_MAX_DESCENDANTS = 10_000
 _MAX_PARAMS = 20_000_000_000  # stored parameters of one pool (80 GB in fp32); a ViT-22B ancestry fits under it
 
 
@@ -60,7 +61,7 @@ class MemberSpec:
     mlp_ratio: float = 4.0
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise PoolSpecError(
                 f'member name {self.name!r} is invalid; use letters, digits and underscores, starting with a letter')
         _check_int(f'member {self.name!r} width', self.width, 1, _MAX_WIDTH)
@@ -182,6 +183,10 @@ class PoolSpec:
         if self.distill is not None:
             for b in self.distill.member_blocks:
                 _check_int('distill.member_blocks entry', b, 0, self.depth - 1)
+        count = len(members) + len(self.pairs) * len(stitch_positions(self))
+        if count > _MAX_DESCENDANTS:
+            raise PoolSpecError(f'pool {self.name!r} would have {count:,} descendants, more than {_MAX_DESCENDANTS:,}; '
+                                f'use fewer members or a smaller stitch_kernel')
         sizes = pool_params(self)
         total = sizes['pool'] + sizes['transforms']
         if total > _MAX_PARAMS:

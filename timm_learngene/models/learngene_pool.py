@@ -445,8 +445,15 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
                            format_version: Optional[int] = None, cache_dir=None, **kwargs) -> nn.Module:
     """Build the whole pool, or with ``descendant=`` one descendant of it; load weights from the pool
     checkpoint named by the pretrained cfg (``file`` or ``hf_hub_id``) when ``pretrained``."""
-    from ..checkpoint import check_pool_file, load_pool_weights, pool_weights_file  # they import this module
+    from ..checkpoint import (  # they import this module
+        check_model_args, check_pool_file, check_pretrained_cfg, load_pool_weights, pool_weights_file,
+    )
     _check_format_version(format_version)
+    source_args = kwargs.get('pretrained_model_args')  # timm passes a config.json's model_args here
+    if source_args is not None:
+        check_model_args(source_args, 'config.json')
+    if kwargs.get('descendants') is not None and not isinstance(kwargs['descendants'], list):
+        raise PoolSpecError(f'descendants must be a list of objects, got {type(kwargs["descendants"]).__name__}')
     if kwargs.pop('features_only', False):
         raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
     # build_model_with_cfg fills num_classes / in_chans from the pretrained cfg (1000 classes, RGB) when they are
@@ -455,10 +462,11 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     kwargs.setdefault('num_classes', spec.num_classes)
     kwargs.setdefault('in_chans', spec.in_chans)
     file = None
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    check_pretrained_cfg({k: v for k, v in cfg.to_dict().items() if v is not None}, 'pretrained_cfg')
     if pretrained:
         # the checkpoint's header is checked against the spec before anything is built, so a config that
         # describes a far larger pool than its weights file holds fails here, not after allocating it
-        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
         file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
         check_pool_file(file, spec)
     if descendant is None:
