@@ -1,13 +1,16 @@
 """Crash safety of training runs: kill -9 at a random step, during a checkpoint write and during the pool write;
-a damaged ``latest.json``; a non-finite loss; run-to-run determinism.
+a damaged ``latest.json``; damaged checkpoint files; a non-finite loss or gradient; run-to-run determinism and
+the random state across a resume.
 
 Every interrupted run, continued with ``--resume``, must end with the weights of a straight run, bit for bit on
 CPU. Kills are real ``SIGKILL``s of a child process; faults inside a write come from ``tests/crash_wrapper.py``,
 which patches the writers in the child, so the production code has no test hooks.
 """
+import base64
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +20,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
 from timm_learngene.checkpoint import load_pool
 from timm_learngene.errors import CheckpointError
+from timm_learngene.finetune import RouteSampler
 from timm_learngene.training.loop import (
     NonFiniteLossError, cosine_schedule, fit, latest_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
 )
@@ -168,9 +173,10 @@ def test_distill_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, s
 
 
 @pytest.mark.slow
-def test_finetune_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, straight):
+def test_finetune_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, straight, teacher_dir):
     import finetune
-    args = ('--max-steps', str(FT_STEPS), '--checkpoint-every', '2')
+    # finetune never opens the ancestry path a pool records: name it (the last --teacher-checkpoint wins)
+    args = ('--max-steps', str(FT_STEPS), '--checkpoint-every', '2', '--teacher-checkpoint', str(teacher_dir))
     finetune.main(_ft_args(straight, tmp_path / 'a', *args))
     _reset()
     rng = random.Random(5)
@@ -256,21 +262,24 @@ def test_save_removes_leftovers_and_keeps_the_newest(tmp_path):
 
 
 # ---- non-finite loss -----------------------------------------------------------------------------------------
-def _tiny_fit(out: Path, loss_fn, resume=False, steps=6):
-    """``fit`` on a linear model and 48 random points: 12 steps per epoch, checkpoint every 2."""
+def _tiny_fit(out: Path, loss_fn, resume=False, steps=6, extra_state=(), loader_generator=True, **overrides):
+    """``fit`` on a linear model and 48 random points: 12 steps per epoch, checkpoint every 2 (``overrides``
+    replace config values). The loader has its own generator, as the recipes' loaders do."""
     cfg = SimpleNamespace(output=str(out), resume=str(out) if resume else '', cpu=True, mixed_precision='no',
                           grad_accum=1, seed=0, log_every=1, checkpoint_every=2, keep_checkpoints=2, stop_after=0,
                           clip_grad=0.0)
+    vars(cfg).update(overrides)
     acc = make_accelerator(cfg)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     g = torch.Generator().manual_seed(1)
     data = torch.utils.data.TensorDataset(torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g))
-    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True,
+                                         generator=torch.Generator().manual_seed(2) if loader_generator else None)
     opt = make_optimizer(model.named_parameters(), 1e-2, 0.05)
     model, opt, loader = acc.prepare(model, opt, loader)
     try:
-        fit(cfg, acc, model, loader, loss_fn, opt, cosine_schedule(opt, 1, steps), steps)
+        fit(cfg, acc, model, loader, loss_fn, opt, cosine_schedule(opt, 1, steps), steps, extra_state=extra_state)
     finally:
         _reset()
     return model.weight.detach().clone()
@@ -308,6 +317,153 @@ def test_nan_loss_stops_with_the_step_and_term_and_leaves_the_checkpoint(tmp_pat
 
     resumed = _tiny_fit(tmp_path / 'run', _ce, resume=True)
     assert torch.equal(resumed, _tiny_fit(tmp_path / 'straight', _ce))
+
+
+class _BadGrad(torch.autograd.Function):
+    """The identity forward; backward sends ``value`` (inf or nan) to every input element."""
+
+    @staticmethod
+    def forward(ctx, x, value):
+        ctx.value = value
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, ctx.value), None
+
+
+@pytest.mark.parametrize('value, clip', [(float('inf'), 0.0), (float('nan'), 1.0)], ids=['inf', 'nan-clipped'])
+def test_non_finite_gradient_with_a_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, value, clip):
+    def bad_grad_at_3(model, x, y, step):
+        losses = _ce(model, x, y, step)
+        if step == 3:  # adds 0 to the loss, and a non-finite gradient to every weight
+            losses['total'] = losses['total'] + 0 * _BadGrad.apply(model(x), value).sum()
+        return losses
+
+    with pytest.raises(NonFiniteLossError) as e:
+        _tiny_fit(tmp_path, bad_grad_at_3, checkpoint_every=1, keep_checkpoints=1, clip_grad=clip)
+    msg = str(e.value)
+    assert 'gradient norm' in msg and 'step index 3' in msg and 'step_00000003' in msg, msg
+    ckpts = tmp_path / 'checkpoints'
+    assert sorted(p.name for p in ckpts.iterdir()) == ['latest.json', 'step_00000003']
+    assert json.loads((ckpts / 'latest.json').read_text())['dir'] == 'step_00000003'
+    weights = load_file(ckpts / 'step_00000003' / 'model.safetensors')
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+
+
+# ---- random state across a resume ----------------------------------------------------------------------------
+def test_resume_restores_the_random_state(tmp_path):
+    """accelerate only logs a random-state file it cannot load, and with no random draws the bit-exact tests
+    would not notice: here every step draws a dropout mask, and the generator's state at the first resumed step
+    must be the one saved in the checkpoint, which is the straight run's at that step."""
+    seen = {}
+
+    def ce_dropout(model, x, y, step):
+        seen.setdefault(step, torch.get_rng_state())  # before this step draws anything
+        ce = torch.nn.functional.cross_entropy(torch.nn.functional.dropout(model(x), 0.5, training=True), y)
+        return {'total': ce, 'ce': ce}
+
+    straight = _tiny_fit(tmp_path / 'straight', ce_dropout)
+    reference = dict(seen)
+    _tiny_fit(tmp_path / 'run', ce_dropout, stop_after=3)
+    saved = accelerate_load(tmp_path / 'run' / 'checkpoints' / 'step_00000003' / 'random_states_0.pkl',
+                            weights_only=True)['torch_manual_seed']
+    assert torch.equal(saved, reference[3])
+    seen.clear()
+    resumed = _tiny_fit(tmp_path / 'run', ce_dropout, resume=True)
+    assert min(seen) == 3 and torch.equal(seen[3], saved), 'the resumed run did not continue the saved random state'
+    assert torch.equal(resumed, straight)
+
+
+def test_mid_epoch_resume_warns_about_a_loader_without_a_generator(tmp_path, caplog):
+    _tiny_fit(tmp_path, _ce, stop_after=3, loader_generator=False)
+    with caplog.at_level('WARNING', logger='timm_learngene.training.loop'):
+        _tiny_fit(tmp_path, _ce, resume=True, loader_generator=False)
+    assert 'no generator' in caplog.text
+
+
+# ---- damaged checkpoint files --------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A tiny run with a route sampler (a tensor in train_state.json), checkpoints step_2 and step_4."""
+    out = tmp_path_factory.mktemp('trained')
+    _tiny_fit(out, _ce, steps=4, extra_state=[RouteSampler([0, 1, 2], seed=1)])
+    _reset()
+    return out
+
+
+def _truncate(path: Path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def _edit_state(edit):
+    def damage(path: Path):
+        states = json.loads(path.read_text())
+        edit(states)
+        path.write_text(json.dumps(states))
+    return damage
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(states):
+        d = states
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+    return edit
+
+
+DAMAGE = {
+    'model-truncated': ('model.safetensors', _truncate),
+    'model-garbage': ('model.safetensors', lambda p: p.write_bytes(b'\xff' * 64)),
+    'optimizer-truncated': ('optimizer.bin', _truncate),
+    'optimizer-empty': ('optimizer.bin', lambda p: p.write_bytes(b'')),
+    'random-states-truncated': ('random_states_0.pkl', _truncate),
+    'state-truncated': ('train_state.json', _truncate),
+    'state-deeply-nested': ('train_state.json', lambda p: p.write_text('[' * 100_000)),
+    'state-bad-base64': ('train_state.json', _edit_state(_set(2, 'generator', 'data', '!!not base64!!'))),
+    'state-huge-shape': ('train_state.json', _edit_state(_set(2, 'generator', 'shape', [2 ** 40]))),
+    'state-huge-shape-no-data': ('train_state.json', _edit_state(lambda s: s[2]['generator'].update(
+        shape=[2 ** 40], data=''))),
+    'state-shape-not-sizes': ('train_state.json', _edit_state(_set(2, 'generator', 'shape', ['a']))),
+    'state-wrong-dtype': ('train_state.json', _edit_state(_set(2, 'generator', '__tensor__', 'float64'))),
+    'state-unhashable-dtype': ('train_state.json', _edit_state(_set(2, 'generator', '__tensor__', ['uint8']))),
+    'state-data-not-text': ('train_state.json', _edit_state(_set(2, 'generator', 'data', 5))),
+    'state-tensor-is-list': ('train_state.json', _edit_state(_set(2, 'generator', [1, 2, 3]))),
+    'state-step-is-text': ('train_state.json', _edit_state(_set(0, 'step', '4'))),
+    'state-step-missing': ('train_state.json', _edit_state(_set(0, {}))),
+    'state-step-is-another': ('train_state.json', _edit_state(_set(0, 'step', 2))),
+    'state-not-a-dict': ('train_state.json', _edit_state(_set(1, None))),
+}
+
+
+@pytest.mark.parametrize('damage', list(DAMAGE))
+def test_damaged_checkpoint_is_a_checkpoint_error_naming_it(tmp_path, trained, damage):
+    name, spoil = DAMAGE[damage]
+    run = tmp_path / 'run'
+    shutil.copytree(trained, run)
+    spoil(run / 'checkpoints' / 'step_00000004' / name)
+    with pytest.raises(CheckpointError) as e:
+        _tiny_fit(run, _ce, resume=True, steps=4, extra_state=[RouteSampler([0, 1, 2], seed=1)])
+    msg = str(e.value)
+    assert 'step_00000004' in msg and '--resume' in msg, msg
+
+
+def test_undamaged_copy_resumes(tmp_path, trained):
+    """The damage tests fail for the damage, not for the copy."""
+    shutil.copytree(trained, tmp_path / 'run')
+    _tiny_fit(tmp_path / 'run', _ce, resume=True, steps=4, extra_state=[RouteSampler([0, 1, 2], seed=1)])
+
+
+def test_decode_never_allocates_more_than_the_data():
+    from timm_learngene.training.loop import _decode, _encode
+    t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    assert torch.equal(_decode(_encode(t)), t) and _decode(_encode(torch.zeros(0, 4))).shape == (0, 4)
+    for shape, data in (([2 ** 40], ''), ([7], _encode(t)['data']), ([2, 3], base64.b64encode(b'x').decode())):
+        with pytest.raises(ValueError):
+            _decode({'__tensor__': 'int64', 'shape': shape, 'data': data})
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 accelerate does the device, data-parallel and mixed-precision work; this module adds what every recipe needs
 around it: AdamW + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
 steps with exact resume (data order, RNG, optimizer, schedule), a tqdm bar on the main process, a JSON-lines log,
-per-epoch evaluation, a stop with a clear error on a non-finite loss, and a clean distributed exit.
+per-epoch evaluation, a stop with a clear error on a non-finite loss or gradient, and a clean distributed exit.
 
 A checkpoint folder ``checkpoints/step_N`` exists only once it is complete: accelerate writes into
 ``checkpoints/.tmp_step_N``, every file and the folder are fsynced, then it is renamed into place and
@@ -14,7 +14,9 @@ a run killed (or a machine losing power) at any instant leaves only complete ``s
 accelerate saves the model, optimizer, data sampler and RNG states (read back with ``weights_only=True``); the
 loop's own state (step, schedule, and any ``extra_state`` such as the route sampler) goes into
 ``train_state.json``, so resuming never unpickles anything (accelerate would read registered objects with
-``weights_only=False``).
+``weights_only=False``). A checkpoint that cannot be read back (a damaged file, another model) raises
+:class:`~timm_learngene.errors.CheckpointError` naming the folder, whatever torch, safetensors or the zip reader
+raised underneath.
 """
 import base64
 import json
@@ -45,7 +47,8 @@ _STEP_DIR = re.compile(r'step_(\d+)')
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite; the run stops before the optimizer step that would spread it."""
+    """A loss term or the gradient norm became NaN or infinite; the run stops before the optimizer step that
+    would spread it into the weights (and from there into the next checkpoint)."""
 
 
 class TrainState:
@@ -58,7 +61,10 @@ class TrainState:
         return {'step': self.step}
 
     def load_state_dict(self, d):
-        self.step = int(d['step'])
+        step = d['step']
+        if type(step) is not int or step < 0:
+            raise ValueError(f'step {step!r} is not a step count')
+        self.step = step
 
 
 def make_accelerator(cfg, find_unused_parameters: bool = False) -> Accelerator:
@@ -109,7 +115,7 @@ def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Pat
         v = v.detach()
         if not torch.isfinite(v).all():
             bad.append(f'{k!r} = {v.item()}' if v.numel() == 1 else f'{k!r} (non-finite entries)')
-    where = f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
+    where = _kept(kept)
     if accelerator is not None and accelerator.num_processes > 1:
         flags = torch.zeros(accelerator.num_processes, device=accelerator.device)
         flags[accelerator.process_index] = float(bool(bad))
@@ -126,6 +132,34 @@ def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Pat
             f'use --mixed-precision no, then continue with --resume')
 
 
+def _check_finite_grads(model: torch.nn.Module, norm: Optional[torch.Tensor], step: int, kept: Optional[Path],
+                        accelerator: Accelerator) -> None:
+    """Raise :class:`NonFiniteLossError` if the gradient norm is NaN or infinite (a finite loss can still have
+    such gradients); ``norm`` is what ``clip_grad_norm_`` returned, or None to compute it here.
+
+    Called on a sync step after ``backward``: DDP has all-reduced the gradients by then, so every process sees the
+    same norm and stops at the same step without a collective. With fp16 the GradScaler already skips a step
+    whose gradients overflow (and lowers its scale), so nothing is checked there."""
+    if accelerator.scaler is not None:
+        return
+    if norm is None:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        total_norm = getattr(torch.nn.utils, 'get_total_norm', None)  # torch >= 2.6
+        norm = total_norm(grads) if total_norm is not None else \
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+    if not torch.isfinite(norm):
+        raise NonFiniteLossError(
+            f'gradient norm = {norm.item()} at step index {step} (after {step} completed optimizer steps), with '
+            f'finite loss terms; the run stops before the optimizer step and {_kept(kept)}. Lower the learning '
+            f'rate or use --mixed-precision no, then continue with --resume')
+
+
+def _kept(kept: Optional[Path]) -> str:
+    return f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
+
+
 def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, loss_fn: Callable,
         optimizer, scheduler, total_steps: int, evaluate: Optional[Callable] = None,
         mixup: Optional[Callable] = None, extra_state: Iterable = (), desc: str = 'train') -> TrainState:
@@ -137,6 +171,10 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
     in its own folder also drops the log records and checkpoints a killed run left after that step, since those
     steps are redone); with ``cfg.stop_after`` the run checkpoints and returns after that many steps (for
     time-limited jobs). ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
+
+    A resume is bit-exact when ``train_loader`` was built with its own ``generator``: a DataLoader without one
+    draws each iterator's seed from the global torch RNG, and a run resumed mid-epoch starts one iterator more
+    than an uninterrupted run did.
     """
     state = TrainState()
     stateful = [state, scheduler, *extra_state]  # saved as JSON next to accelerate's files
@@ -150,8 +188,7 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
         if kept is None:
             accelerator.print(f'no complete checkpoint under {cfg.resume}/checkpoints; starting from step 0')
         else:
-            accelerator.load_state(str(kept))
-            load_train_state(kept, stateful)
+            _load_checkpoint(accelerator, kept, stateful)
             accelerator.print(f'resumed from {kept} at step {state.step}')
         accelerator.wait_for_everyone()  # every process has read the checkpoint before a folder is touched
         if accelerator.is_main_process:
@@ -173,6 +210,11 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
         epoch = state.step // steps_per_epoch
         train_loader.set_epoch(epoch)
         skip = (state.step % steps_per_epoch) * cfg.grad_accum
+        if skip and getattr(train_loader, 'generator', None) is None:
+            _logger.warning('the training DataLoader has no generator, so the iterator a mid-epoch resume starts '
+                            'draws its seed from the global torch RNG and dropout, drop-path and mixup then draw '
+                            'other numbers than an uninterrupted run; build it with generator=torch.Generator()'
+                            '.manual_seed(seed), as timm_learngene.data does')
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         model.train()
         for x, y in loader:
@@ -182,8 +224,9 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                 losses = loss_fn(model, x, y, state.step)
                 _check_finite(losses, state.step, kept, accelerator)
                 accelerator.backward(losses['total'])
-                if accelerator.sync_gradients and cfg.clip_grad:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
+                    _check_finite_grads(model, norm, state.step, kept, accelerator)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             seen += x.shape[0] * accelerator.num_processes
@@ -294,15 +337,69 @@ def load_train_state(checkpoint: Path, stateful: Sequence[Any]) -> None:
     file = Path(checkpoint) / STATE_NAME
     try:
         states = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f'{file} is missing or unreadable ({e}); the checkpoint {checkpoint} was not written '
-                              f'by this version of timm_learngene, or it is damaged: delete it to resume from an '
-                              f'earlier one') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f'{file} is missing or unreadable ({type(e).__name__}: {_short(e)}); the checkpoint '
+                              f'{checkpoint} was not written by this version of timm_learngene, or it is damaged. '
+                              f'{_WHAT_TO_DO}') from None
     if not isinstance(states, list) or len(states) != len(stateful):
         raise CheckpointError(f'{file} holds {len(states) if isinstance(states, list) else "no"} states, the run '
                               f'expects {len(stateful)}; resume with the same recipe that wrote it')
-    for obj, st in zip(stateful, states):
-        obj.load_state_dict(_decode(st))
+    for i, (obj, st) in enumerate(zip(stateful, states)):
+        try:
+            obj.load_state_dict(_decode(st))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, OverflowError,
+                RecursionError) as e:
+            raise CheckpointError(f'{file}: state {i} ({type(obj).__name__}) is damaged ({type(e).__name__}: '
+                                  f'{_short(e)}). {_WHAT_TO_DO}') from None
+
+
+_WHAT_TO_DO = 'Delete that checkpoint folder to resume from an earlier one, or pass another --resume'
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = str(e)
+    return text if len(text) <= limit else text[:limit] + '…'
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, stateful: Sequence[Any]) -> None:
+    """Load accelerate's files and ``train_state.json`` (``stateful[0]`` is fit's TrainState) from ``checkpoint``
+    and check its step is the folder's. Whatever a damaged or foreign file makes torch, safetensors or the zip
+    reader raise becomes a :class:`CheckpointError` naming the folder."""
+    try:
+        accelerator.load_state(str(checkpoint))
+    except torch.cuda.OutOfMemoryError:  # not damage
+        raise
+    except Exception as e:  # UnpicklingError, RuntimeError (zip, shapes), EOFError, SafetensorError, KeyError, …
+        raise CheckpointError(
+            f'cannot resume from {checkpoint}: accelerate could not load it ({type(e).__name__}: {_short(e)}). It '
+            f'is damaged, or was written for another model or optimizer. {_WHAT_TO_DO}') from e
+    _check_rng_restored(accelerator, checkpoint)
+    load_train_state(checkpoint, stateful)
+    step = int(_STEP_DIR.fullmatch(checkpoint.name).group(1))
+    state = stateful[0]  # fit's TrainState
+    if state.step != step:
+        raise CheckpointError(f'{checkpoint / STATE_NAME} says step {state.step}, the folder is step {step}; the '
+                              f'file is damaged or was copied from another checkpoint. {_WHAT_TO_DO}')
+
+
+def _check_rng_restored(accelerator: Accelerator, checkpoint: Path) -> None:
+    """accelerate logs and ignores a random-state file it cannot read, and the resumed run then draws other
+    dropout, drop-path and mixup numbers than a straight run. Read the file back the same way (weights_only) and
+    check the torch generator holds its state. A file missing for this process (a run resumed on more
+    processes than wrote it) is only warned about: its data order and sharding differ anyway."""
+    from accelerate.utils import RNG_STATE_NAME, load
+    file = checkpoint / f'{RNG_STATE_NAME}_{accelerator.process_index}.pkl'
+    if not file.is_file():
+        _logger.warning(f'{file} is missing; random draws after the resume differ from an uninterrupted run')
+        return
+    try:
+        restored = torch.equal(load(file, weights_only=True)['torch_manual_seed'], torch.get_rng_state())
+    except Exception as e:  # the same errors accelerate swallowed
+        raise CheckpointError(f'cannot resume from {checkpoint}: {file.name} is unreadable ({type(e).__name__}: '
+                              f'{_short(e)}). {_WHAT_TO_DO}') from e
+    if not restored:
+        raise CheckpointError(f'cannot resume from {checkpoint}: the random state in {file.name} was not restored. '
+                              f'{_WHAT_TO_DO}')
 
 
 _DTYPES = {str(t).split('.')[-1]: t for t in (torch.uint8, torch.int32, torch.int64, torch.float32, torch.float64)}
@@ -327,13 +424,25 @@ def _encode(obj):
 
 
 def _decode(obj):
+    """Inverse of :func:`_encode`. Anything ``_encode`` would not have written raises ValueError, TypeError or
+    KeyError. A tensor's stated shape must account for exactly its decoded bytes, so a damaged file can make this
+    allocate no more than the file holds."""
     if isinstance(obj, dict) and '__tensor__' in obj:
-        dtype = _DTYPES.get(obj['__tensor__'])
+        name, shape, data = obj['__tensor__'], obj['shape'], obj['data']
+        dtype = _DTYPES.get(name) if isinstance(name, str) else None
         if dtype is None:
-            raise CheckpointError(f'{STATE_NAME}: unknown tensor dtype {obj["__tensor__"]!r}')
-        raw = bytearray(base64.b64decode(obj['data']))
-        return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(obj['shape']).clone() if raw else \
-            torch.empty(obj['shape'], dtype=dtype)
+            raise ValueError(f'unknown tensor dtype {name!r}; expected one of {sorted(_DTYPES)}')
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f'tensor shape {shape!r} is not a list of sizes')
+        if not isinstance(data, str):
+            raise TypeError(f'tensor data is a {type(data).__name__}, not a base64 string')
+        raw = bytearray(base64.b64decode(data, validate=True))
+        if math.prod(shape) * dtype.itemsize != len(raw):
+            raise ValueError(f'a {name} tensor of shape {shape} needs {math.prod(shape) * dtype.itemsize} bytes, '
+                             f'the data holds {len(raw)}')
+        if not raw:  # no elements
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(raw, dtype=dtype).reshape(shape).clone()
     if isinstance(obj, dict):
         return {k: _decode(v) for k, v in obj.items()}
     if isinstance(obj, list):
