@@ -90,10 +90,12 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], device: torch.devi
                      repeats: int, inner: int = 1) -> Dict[str, List[float]]:
     """Seconds per call of each function: ``warmup + repeats`` rounds, each round calls every function
     ``inner`` times back to back (one sample = their mean; > 1 on a GPU, where one call is too short to time
-    alone); returns the ``repeats`` timed samples per name."""
+    alone); returns the ``repeats`` timed samples per name. Odd rounds run the functions in reverse order
+    (A B, B A, ...), so neither side of a comparison always runs first (warm caches, clock ramps)."""
     times = {k: [] for k in fns}
+    order = list(fns.items())
     for i in range(warmup + repeats):
-        for name, fn in fns.items():
+        for name, fn in (order if i % 2 == 0 else order[::-1]):
             sync(device)
             t = time.perf_counter()
             for _ in range(inner):

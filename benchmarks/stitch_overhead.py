@@ -34,7 +34,7 @@ from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
 from benchmarks.harness import add_device_args, autocast, format_mfu, medians, resolve, time_interleaved  # noqa: E402
 from benchmarks.reference import split_at_stitches  # noqa: E402
 
-CPU = dict(img_size=224, batch_size=8, warmup=2, repeats=7)
+CPU = dict(img_size=224, batch_size=8, warmup=2, repeats=12)
 CUDA = dict(img_size=224, batch_size=32, warmup=5, repeats=15)
 QUICK = dict(img_size=32, batch_size=2, warmup=1, repeats=2)
 TARGET = 0.97
