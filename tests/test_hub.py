@@ -38,6 +38,7 @@ from timm_learngene.__main__ import main as cli_main
 from timm_learngene.model_card import card_metadata, render_model_card
 
 from conftest import IMG, tiny_spec
+from test_checkpoint import spy_reads
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE_ROOT = Path(timm_learngene.__file__).resolve().parent.parent
@@ -494,27 +495,6 @@ def hub_env(olah, tmp_path, monkeypatch):
     return types.SimpleNamespace(olah=olah, cache=tmp_path / 'hf-cache')
 
 
-class _Spy:
-    """Wraps a safetensors handle and records every tensor read."""
-
-    def __init__(self, handle, log):
-        self._h, self._log = handle, log
-
-    def __enter__(self):
-        self._h.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._h.__exit__(*exc)
-
-    def get_tensor(self, key):
-        self._log.append(key)
-        return self._h.get_tensor(key)
-
-    def __getattr__(self, name):
-        return getattr(self._h, name)
-
-
 def _gets(requests, suffix):
     return [r for r in requests if r[0] == 'GET' and r[1].endswith(suffix)]
 
@@ -524,9 +504,7 @@ def test_pull_descendant_over_http(pools, published, hub_env, monkeypatch):
     _, pool_b = pools['B']
     x = _images()
     before = len(hub_env.olah.requests())
-    reads = []
-    real = ckpt.safe_open
-    monkeypatch.setattr(ckpt, 'safe_open', lambda *a, **kw: _Spy(real(*a, **kw), reads))
+    reads = spy_reads(monkeypatch)
     model = timm.create_model('hf-hub:org/pool', descendant='s3', pretrained=True).eval()
     assert isinstance(model, Descendant) and model.info.metrics == {'top1': 43.0}
     assert sorted(reads) == sorted(model.pool_key_map().values())  # only the tensors s3 runs

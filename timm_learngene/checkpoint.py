@@ -17,8 +17,10 @@ import dataclasses
 import glob
 import json
 import logging
+import mmap
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
@@ -168,7 +170,8 @@ def _checksum(t: torch.Tensor) -> str:
     unnoticed with odds of 2**-64. It is not a cryptographic hash (whoever can rewrite the tensors can rewrite
     the metadata too). Chosen for speed: numpy sums ~3.5x faster than zlib's Adler-32 on the dev CPU, which
     keeps verifying a descendant's tensors a small part of loading them."""
-    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    data = (t if t.is_contiguous() and t.device.type == 'cpu' else t.detach().cpu().contiguous())
+    data = data.reshape(-1).view(torch.uint8).numpy()
     whole = len(data) // 8 * 8
     total = int(np.frombuffer(data[:whole], dtype='<u8').sum(dtype=np.uint64)) if whole else 0
     if whole < len(data):
@@ -341,10 +344,11 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
     if unmapped:
         raise CheckpointError(f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
     spec = model.pool_spec
-    with _open(file) as f:
+    with _open(file) as f:  # safetensors checks the header: offsets in order, within the file
         saved = _fitting_spec(f, file, spec)
         available = set(f.keys())
         checksums = _checksums(f, file)
+        mapped = _MappedTensors(file, f) if sys.byteorder == 'little' else None
         state = {}
         skipped = []
         for key, pool_key in key_map.items():
@@ -354,7 +358,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
             if _is_head(pool_key) and saved.num_classes != spec.num_classes:
                 skipped.append(key)
                 continue
-            t = raw = _read_tensor(f, file, pool_key)
+            t = raw = mapped[pool_key] if mapped is not None else _read_tensor(f, file, pool_key)
             want = tuple(target[key].shape)
             if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
                 g = saved.img_size // saved.patch_size
@@ -368,12 +372,41 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
                 raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
             _verify(raw, file, pool_key, checksums)
             state[key] = t
-    with torch.no_grad():
+    with torch.no_grad():  # only now, with every tensor read and checked, is the model touched
         for key, t in state.items():
             target[key].copy_(t)
     if skipped:
         _logger.info(f'{file}: heads for {saved.num_classes} classes not loaded into a {spec.num_classes}-class '
                      f'model: {skipped}')
+
+
+_ST_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16, 'F64': torch.float64,
+              'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8,
+              'BOOL': torch.bool}
+
+
+class _MappedTensors:
+    """Tensors of a safetensors file as views of one copy-on-write memory map: reading a tensor copies nothing,
+    so checking its checksum and copying it into the model are the only passes over its bytes (``get_tensor``
+    would add a third). Used after ``safe_open`` has validated the header."""
+
+    def __init__(self, file: Path, f):
+        with open(file, 'rb') as fh:
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)  # private: the file is never written
+        n = int.from_bytes(self.map[:8], 'little')
+        self.header = _parse_json(bytes(self.map[8:8 + n]), what=f'{file}: the safetensors header')
+        self.start, self.file = 8 + n, file
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        info = self.header.get(key)
+        dtype = _ST_DTYPES.get(info.get('dtype')) if isinstance(info, dict) else None
+        if dtype is None:
+            raise CheckpointError(f'{self.file}: tensor {key!r} has an unknown dtype ({info!r:.80}); the file is '
+                                  f'damaged or not written by save_pool')
+        a, b = info['data_offsets']
+        t = torch.frombuffer(self.map, dtype=torch.uint8, count=b - a, offset=self.start + a) if b > a else \
+            torch.empty(0, dtype=torch.uint8)
+        return t.view(dtype).reshape(info['shape'])
 
 
 def _saved_spec(f, file: Path) -> PoolSpec:
