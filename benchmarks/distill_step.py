@@ -22,7 +22,7 @@ import timm_learngene  # noqa: E402,F401
 from timm_learngene.distill import DenseDistiller  # noqa: E402
 from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    add_device_args, autocast, format_mfu, medians, resolve, sync, time_interleaved, vit_macs)
+    add_device_args, autocast, format_mfu, medians, paired_ratio, resolve, sync, time_interleaved, vit_macs)
 
 CPU = dict(img_size=64, batch_size=16, warmup=2, repeats=5)
 CUDA = dict(img_size=224, batch_size=32, warmup=3, repeats=10)
@@ -90,8 +90,8 @@ def main(argv=None):
     print(f"one-pass step {med['one_pass'] * 1e3:.1f} ms "
           f"({format_mfu(step_flops(spec, args.batch_size), med['one_pass'], args.peak_tflops)}), "
           f"per-member step {med['separate'] * 1e3:.1f} ms")
-    ratio = med['one_pass'] / med['separate']
-    print(f'ratio one_pass / separate = {ratio:.3f}')
+    ratio = paired_ratio(times, 'one_pass', 'separate')
+    print(f'ratio one_pass / separate (median of per-round ratios) = {ratio:.3f}')
     return ratio
 
 

@@ -32,7 +32,7 @@ from timm_learngene.finetune import DescendantTrainer, set_trainable  # noqa: E4
 from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
 from timm_learngene.training.loop import make_optimizer  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    add_device_args, autocast, format_mfu, medians, resolve, time_interleaved)
+    add_device_args, autocast, format_mfu, medians, paired_ratio, resolve, time_interleaved)
 from benchmarks.reference import as_plain_vit  # noqa: E402
 
 CPU = dict(img_size=224, batch_size=8, warmup=1, repeats=5)
@@ -89,12 +89,12 @@ def main(argv=None):
         n = info.name
         t_d, t_b = med[f'{n}/descendant'], med[f'{n}/baseline']
         flops = 6 * route_macs(spec, info.route) * args.batch_size
-        ratios[n] = t_b / t_d
+        ratios[n] = paired_ratio(times, f'{n}/baseline', f'{n}/descendant')
         print(f'{n} {info.route_label}: descendant step {t_d * 1e3:.1f} ms '
               f'({format_mfu(flops, t_d, args.peak_tflops)}), plain timm ViT step {t_b * 1e3:.1f} ms; '
               f'ratio {ratios[n]:.3f}')
     worst = min(ratios, key=ratios.get)
-    print(f'ratio baseline / descendant (worst: {worst}) = {ratios[worst]:.3f}')
+    print(f'ratio baseline / descendant (worst: {worst}; median of per-round ratios) = {ratios[worst]:.3f}')
     return ratios[worst]
 
 

@@ -110,6 +110,13 @@ def medians(times: Mapping[str, List[float]]) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def paired_ratio(times: Mapping[str, List[float]], num: str, den: str) -> float:
+    """Median over rounds of ``times[num][i] / times[den][i]``: the two ran back to back in each round of
+    :func:`time_interleaved`, so the machine's drift between rounds cancels (on a shared 2-core VM it moved
+    ratios of medians by +-5% from run to run)."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+
 def _cpu_model() -> str:
     """``'AMD EPYC (family 25, model 1)'`` from /proc/cpuinfo (virtual machines often name only the line)."""
     fields = {}

@@ -46,7 +46,7 @@ import timm_learngene  # noqa: E402
 from timm_learngene.checkpoint import WEIGHTS_NAME, load_pool_weights  # noqa: E402
 from benchmarks.harness import add_device_args, resolve  # noqa: E402
 
-CPU = dict(warmup=1, repeats=5)
+CPU = dict(warmup=1, repeats=9)
 CUDA = dict(warmup=1, repeats=5)
 QUICK = dict(warmup=0, repeats=1)
 TARGET = 1.3
@@ -132,8 +132,9 @@ def main(argv=None):
         pool_file, solo_file = write_files(Path(tmp), args.pool, args.descendant)
         sizes = {k: f.stat().st_size / 2 ** 20 for k, f in (('pool', pool_file), ('standalone', solo_file))}
         runs = {'pool': [], 'standalone': []}
-        for i in range(args.warmup + args.repeats):  # interleaved, first rounds dropped
-            for mode, file in (('pool', pool_file), ('standalone', solo_file)):
+        pairs = (('pool', pool_file), ('standalone', solo_file))
+        for i in range(args.warmup + args.repeats):  # interleaved, alternating order, first rounds dropped
+            for mode, file in (pairs if i % 2 == 0 else pairs[::-1]):
                 r = _run_child(mode, args.pool, args.descendant, file, threads)
                 if i >= args.warmup:
                     runs[mode].append(r)
@@ -149,9 +150,12 @@ def main(argv=None):
         print(f'{m:>10} load: {med[m]["wall_s"] * 1e3:.1f} ms, peak RSS +{med[m]["extra_kb"] / 1024:.1f} MiB')
     # a load that adds nothing measurable counts as one page, so the ratio stays defined
     page_kb = resource.getpagesize() / 1024
-    wall_ratio = med['pool']['wall_s'] / med['standalone']['wall_s']
+    # each round's two loads ran back to back: the median of the per-round ratios is robust to the machine's
+    # drift between rounds (the ratio of the medians is printed too)
+    wall_ratio = statistics.median(p['wall_s'] / q['wall_s'] for p, q in zip(runs['pool'], runs['standalone']))
+    print(f'ratio of the median times: {med["pool"]["wall_s"] / med["standalone"]["wall_s"]:.3f}')
     rss_ratio = max(med['pool']['extra_kb'], page_kb) / max(med['standalone']['extra_kb'], page_kb)
-    print(f'ratio pool / standalone: wall time = {wall_ratio:.3f}, peak RSS = {rss_ratio:.3f}')
+    print(f'ratio pool / standalone: wall time = {wall_ratio:.3f} (median of the rounds), peak RSS = {rss_ratio:.3f}')
     return {'wall_ratio': wall_ratio, 'rss_ratio': rss_ratio}
 
 

@@ -171,9 +171,14 @@ def _checksum(t: torch.Tensor) -> str:
     the metadata too). Chosen for speed: numpy sums ~3.5x faster than zlib's Adler-32 on the dev CPU, which
     keeps verifying a descendant's tensors a small part of loading them."""
     data = (t if t.is_contiguous() and t.device.type == 'cpu' else t.detach().cpu().contiguous())
-    data = data.reshape(-1).view(torch.uint8).numpy()
+    return _checksum_bytes(data.reshape(-1).view(torch.uint8).numpy())
+
+
+def _checksum_bytes(data) -> str:
+    """:func:`_checksum` of a buffer of bytes (a uint8 array or anything numpy reads as one)."""
+    data = np.frombuffer(data, dtype=np.uint8)
     whole = len(data) // 8 * 8
-    total = int(np.frombuffer(data[:whole], dtype='<u8').sum(dtype=np.uint64)) if whole else 0
+    total = int(data[:whole].view('<u8').sum(dtype=np.uint64)) if whole else 0
     if whole < len(data):
         total += int.from_bytes(data[whole:].tobytes().ljust(8, b'\0'), 'little')
     return f'{total % 2 ** 64:016x}'
@@ -370,7 +375,8 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
                     f'for {key!r}; the checkpoint does not match its pool spec')
             if not t.is_floating_point():
                 raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
-            _verify(raw, file, pool_key, checksums)
+            _verify((lambda k=pool_key: mapped.checksum(k)) if mapped is not None else (lambda r=raw: _checksum(r)),
+                    file, pool_key, checksums)
             state[key] = t
     with torch.no_grad():  # only now, with every tensor read and checked, is the model touched
         for key, t in state.items():
@@ -407,6 +413,11 @@ class _MappedTensors:
         t = torch.frombuffer(self.map, dtype=torch.uint8, count=b - a, offset=self.start + a) if b > a else \
             torch.empty(0, dtype=torch.uint8)
         return t.view(dtype).reshape(info['shape'])
+
+    def checksum(self, key: str) -> str:
+        """:func:`_checksum` of a tensor's bytes, summed straight from the map."""
+        a, b = self.header[key]['data_offsets']
+        return _checksum_bytes(memoryview(self.map)[self.start + a:self.start + b])
 
 
 def _saved_spec(f, file: Path) -> PoolSpec:
@@ -451,11 +462,12 @@ def _read_tensor(f, file: Path, key: str) -> torch.Tensor:
                               f'download or save it again') from None
 
 
-def _verify(t: torch.Tensor, file: Path, key: str, checksums: Mapping[str, str]) -> None:
+def _verify(get_sum, file: Path, key: str, checksums: Mapping[str, str]) -> None:
+    """Check one tensor against the file's checksums; ``get_sum()`` computes its checksum."""
     if checksums and key not in checksums:
         raise CheckpointError(f'{file}: tensor {key!r} has no checksum in the file\'s list; the file was altered '
                               f'after it was saved, download or save it again')
-    if checksums and _checksum(t) != checksums[key]:
+    if checksums and get_sum() != checksums[key]:
         raise CheckpointError(f'{file}: tensor {key!r} does not match its checksum; the file is damaged (a flipped '
                               f'bit or a bad copy), download or save it again')
 
