@@ -1,6 +1,7 @@
 """Broken and hostile pool files: every one is a LearngeneError with a message, never a crash, a wrong load or
 an allocation the file does not back. Includes property-based tests (hypothesis) over config.json and the
 safetensors header."""
+import contextlib
 import copy
 import json
 import shutil
@@ -368,6 +369,17 @@ def _load_or_clean_error(folder: Path, pool, name):
         assert torch.equal(v, ref_sd[k]), k
 
 
+@contextlib.contextmanager
+def _damaged_copy(path: Path, weights: bytes):
+    """A temporary pool folder: the config.json of ``path`` beside the given weights bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / 'pool'
+        folder.mkdir()
+        (folder / 'model.safetensors').write_bytes(weights)
+        shutil.copy(path / 'config.json', folder / 'config.json')
+        yield folder
+
+
 HYPOTHESIS = settings(max_examples=120, deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -416,11 +428,7 @@ def test_fuzz_safetensors_header(pool_dir, data):
     else:
         buf = buf[:data.draw(st.integers(0, len(raw) - 1), label='keep')]
     name = data.draw(st.sampled_from(DESCENDANTS), label='descendant')
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / 'pool'
-        folder.mkdir()
-        (folder / 'model.safetensors').write_bytes(bytes(buf))
-        shutil.copy(path / 'config.json', folder / 'config.json')
+    with _damaged_copy(path, bytes(buf)) as folder:
         _load_or_clean_error(folder, pool, name)
 
 
@@ -436,11 +444,7 @@ def test_fuzz_tensor_bytes(pool_dir, data):
     buf = bytearray(raw)
     buf[8 + n + data.draw(st.integers(start, end - 1), label='byte')] ^= 1 << data.draw(st.integers(0, 7))
     name = data.draw(st.sampled_from(DESCENDANTS), label='descendant')
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / 'pool'
-        folder.mkdir()
-        (folder / 'model.safetensors').write_bytes(bytes(buf))
-        shutil.copy(path / 'config.json', folder / 'config.json')
+    with _damaged_copy(path, bytes(buf)) as folder:
         reads = name is None or key in set(pool.descendant(name).pool_key_map().values())
         if reads:
             with pytest.raises(CheckpointError, match='checksum'):
