@@ -353,7 +353,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
         saved = _fitting_spec(f, file, spec)
         available = set(f.keys())
         checksums = _checksums(f, file)
-        mapped = _MappedTensors(file, f) if sys.byteorder == 'little' else None
+        mapped = _MappedTensors(file)
         state = {}
         skipped = []
         for key, pool_key in key_map.items():
@@ -363,7 +363,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
             if _is_head(pool_key) and saved.num_classes != spec.num_classes:
                 skipped.append(key)
                 continue
-            t = raw = mapped[pool_key] if mapped is not None else _read_tensor(f, file, pool_key)
+            t = mapped[pool_key]
             want = tuple(target[key].shape)
             if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
                 g = saved.img_size // saved.patch_size
@@ -375,8 +375,7 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
                     f'for {key!r}; the checkpoint does not match its pool spec')
             if not t.is_floating_point():
                 raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
-            _verify((lambda k=pool_key: mapped.checksum(k)) if mapped is not None else (lambda r=raw: _checksum(r)),
-                    file, pool_key, checksums)
+            _verify(mapped, file, pool_key, checksums)
             state[key] = t
     with torch.no_grad():  # only now, with every tensor read and checked, is the model touched
         for key, t in state.items():
@@ -396,7 +395,10 @@ class _MappedTensors:
     so checking its checksum and copying it into the model are the only passes over its bytes (``get_tensor``
     would add a third). Used after ``safe_open`` has validated the header."""
 
-    def __init__(self, file: Path, f):
+    def __init__(self, file: Path):
+        if sys.byteorder != 'little':  # safetensors stores little-endian bytes; views would read them wrongly
+            raise CheckpointError(f'{file}: pool files are read as little-endian memory views; this machine is '
+                                  f'{sys.byteorder}-endian, which timm_learngene does not support')
         with open(file, 'rb') as fh:
             self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)  # private: the file is never written
         n = int.from_bytes(self.map[:8], 'little')
@@ -454,20 +456,12 @@ def _checksums(f, file: Path) -> Dict[str, str]:
     return sums
 
 
-def _read_tensor(f, file: Path, key: str) -> torch.Tensor:
-    try:
-        return f.get_tensor(key)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f'{file}: tensor {key!r} cannot be read ({e}); the file is truncated or damaged, '
-                              f'download or save it again') from None
-
-
-def _verify(get_sum, file: Path, key: str, checksums: Mapping[str, str]) -> None:
-    """Check one tensor against the file's checksums; ``get_sum()`` computes its checksum."""
+def _verify(mapped: '_MappedTensors', file: Path, key: str, checksums: Mapping[str, str]) -> None:
+    """Check one tensor of the file against the file's checksums (files without any load unverified)."""
     if checksums and key not in checksums:
         raise CheckpointError(f'{file}: tensor {key!r} has no checksum in the file\'s list; the file was altered '
                               f'after it was saved, download or save it again')
-    if checksums and get_sum() != checksums[key]:
+    if checksums and mapped.checksum(key) != checksums[key]:
         raise CheckpointError(f'{file}: tensor {key!r} does not match its checksum; the file is damaged (a flipped '
                               f'bit or a bad copy), download or save it again')
 

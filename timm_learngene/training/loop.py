@@ -110,21 +110,26 @@ def _check_finite(losses: Dict[str, torch.Tensor], step: int, kept: Optional[Pat
 
     With several processes the verdict is shared (one small all-reduce), so every process stops at the same
     step instead of the others waiting in the gradient all-reduce for one that has already raised."""
-    bad = []
-    for k, v in losses.items():
-        v = v.detach()
-        if not torch.isfinite(v).all():
-            bad.append(f'{k!r} = {v.item()}' if v.numel() == 1 else f'{k!r} (non-finite entries)')
+    ok = torch.stack([torch.isfinite(v.detach()).all() for v in losses.values()])
     where = _kept(kept)
     if accelerator is not None and accelerator.num_processes > 1:
-        flags = torch.zeros(accelerator.num_processes, device=accelerator.device)
-        flags[accelerator.process_index] = float(bool(bad))
-        flags = accelerator.reduce(flags, reduction='sum')
-        others = [i for i, f in enumerate(flags.tolist()) if f and i != accelerator.process_index]
-        if others and not bad:
+        flags = torch.zeros(accelerator.num_processes, device=ok.device)
+        flags[accelerator.process_index] = (~ok).any().float()
+        flags = accelerator.reduce(flags, reduction='sum').tolist()  # the step's one host sync for this check
+        if not any(flags):
+            return
+        others = [i for i, f in enumerate(flags) if f and i != accelerator.process_index]
+        if not flags[accelerator.process_index]:
             raise NonFiniteLossError(
                 f'a loss became non-finite on process{"es" if len(others) > 1 else ""} {others} at step index '
                 f'{step}; every process stops and {where}. See that process\'s error for the term')
+    elif bool(ok.all()):  # one host sync for all terms
+        return
+    bad = []
+    for (k, v), good in zip(losses.items(), ok.tolist()):
+        if not good:
+            v = v.detach()
+            bad.append(f'{k!r} = {v.item()}' if v.numel() == 1 else f'{k!r} (non-finite entries)')
     if bad:
         raise NonFiniteLossError(
             f'loss term{"s" if len(bad) > 1 else ""} {", ".join(bad)} at step index {step} (after {step} completed '
