@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm_learngene  # noqa: E402,F401
-from timm_learngene.spec import PoolSpec  # noqa: E402
-from benchmarks.harness import add_device_args, autocast, medians, resolve, sync, time_interleaved  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    add_device_args, add_pool_args, autocast, medians, resolve, seeded_pool, sync, time_interleaved)
 
 CPU = dict(img_size=224, batch_size=8, warmup=2, repeats=5)
 CUDA = dict(img_size=224, batch_size=32, warmup=5, repeats=15)
@@ -78,10 +77,8 @@ def compile_and_check(model: torch.nn.Module, x: torch.Tensor, dtype: str = 'fp3
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--pool', default='deit_base_l6', help='pool spec name or JSON')
+    add_pool_args(p)
     p.add_argument('--descendant', default='s9')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
     p.add_argument('--mode', default=None, help='torch.compile mode (default, reduce-overhead, max-autotune)')
     p.add_argument('--no-fullgraph', action='store_true', help='allow graph breaks')
     p.add_argument('--compile-threads', type=int, default=None,
@@ -97,11 +94,8 @@ def main(argv=None):
     if args.compile_threads:
         import torch._inductor.config as inductor_config
         inductor_config.compile_threads = args.compile_threads
-    torch.manual_seed(0)
-    spec = PoolSpec.from_any(args.pool).replace(img_size=args.img_size)
-    pool = timm.create_model('learngene_pool', pool=spec).to(args.device).eval()
-    desc = pool.descendant(args.descendant)
-    x = torch.randn(args.batch_size, spec.in_chans, args.img_size, args.img_size, device=args.device)
+    spec, pool, x = seeded_pool(args)
+    desc = pool.eval().descendant(args.descendant)
     compiled, compile_s, diff = compile_and_check(desc, x, args.dtype, not args.no_fullgraph, args.mode)
 
     with torch.inference_mode(), autocast(args.device, args.dtype):

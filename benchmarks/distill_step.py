@@ -22,7 +22,8 @@ import timm_learngene  # noqa: E402,F401
 from timm_learngene.distill import DenseDistiller  # noqa: E402
 from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    add_device_args, autocast, format_mfu, medians, paired_ratio, resolve, sync, time_interleaved, vit_macs)
+    add_device_args, add_pool_args, autocast, format_mfu, medians, paired_ratio, resolve, sync, time_interleaved,
+    vit_macs)
 
 CPU = dict(img_size=64, batch_size=16, warmup=2, repeats=5)
 CUDA = dict(img_size=224, batch_size=32, warmup=3, repeats=10)
@@ -43,9 +44,7 @@ def step_flops(spec: PoolSpec, batch_size: int) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--pool', default='deit_base_l6')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
+    add_pool_args(p)
     p.add_argument('--bf16', action='store_true', help='same as --dtype bf16')
     add_device_args(p)
     args = p.parse_args(argv)

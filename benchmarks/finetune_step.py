@@ -22,17 +22,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm_learngene  # noqa: E402,F401
 from timm_learngene.finetune import DescendantTrainer, set_trainable  # noqa: E402
-from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
+from timm_learngene.spec import route_macs  # noqa: E402
 from timm_learngene.training.loop import make_optimizer  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    add_device_args, autocast, format_mfu, medians, paired_ratio, resolve, time_interleaved)
+    add_device_args, add_pool_args, autocast, format_mfu, medians, paired_ratio, resolve, seeded_pool, time_interleaved)
 from benchmarks.reference import as_plain_vit  # noqa: E402
 
 CPU = dict(img_size=224, batch_size=8, warmup=1, repeats=5)
@@ -43,22 +42,17 @@ TARGET = 0.95
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--pool', default='deit_base_l6')
+    add_pool_args(p)
     p.add_argument('--descendants', default='s2,s9,s17', help='comma-separated descendants')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
     p.add_argument('--lr', type=float, default=1e-5)
     add_device_args(p)
     args = p.parse_args(argv)
     resolve(args, CPU, CUDA, QUICK)
-    torch.manual_seed(0)
-    spec = PoolSpec.from_any(args.pool).replace(img_size=args.img_size)
-    pool = timm.create_model('learngene_pool', pool=spec).to(args.device)
+    spec, pool, x = seeded_pool(args)
     set_trainable(pool, 'all')
     trainer = DescendantTrainer(pool, None, ce_weight=1.0, kd_weight=0.0).train()
     pool_opt = make_optimizer([(n, q) for n, q in pool.named_parameters() if q.requires_grad], args.lr, 0.05,
                               pool.no_weight_decay())
-    x = torch.randn(args.batch_size, spec.in_chans, args.img_size, args.img_size, device=args.device)
     y = torch.randint(0, spec.num_classes, (args.batch_size,), device=args.device)
 
     def step(opt, loss_fn):

@@ -106,6 +106,25 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], device: torch.devi
     return times
 
 
+def add_pool_args(p, pool_help: str = 'pool spec name or JSON') -> None:
+    """``--pool``, ``--img-size`` and ``--batch-size`` (the sizes default to the benchmark's device settings)."""
+    p.add_argument('--pool', default='deit_base_l6', help=pool_help)
+    p.add_argument('--img-size', type=int, default=None)
+    p.add_argument('--batch-size', type=int, default=None)
+
+
+def seeded_pool(args):
+    """``(spec, pool, images)``: the pool ``args.pool`` at ``args.img_size`` with seed-0 random weights on
+    ``args.device``, and a random batch of ``args.batch_size`` images for it."""
+    import timm
+    from timm_learngene.spec import PoolSpec
+    torch.manual_seed(0)
+    spec = PoolSpec.from_any(args.pool).replace(img_size=args.img_size)
+    pool = timm.create_model('learngene_pool', pool=spec).to(args.device)
+    x = torch.randn(args.batch_size, spec.in_chans, args.img_size, args.img_size, device=args.device)
+    return spec, pool, x
+
+
 def medians(times: Mapping[str, List[float]]) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -25,13 +25,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm_learngene  # noqa: E402,F401
 from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
-from benchmarks.harness import add_device_args, autocast, format_mfu, medians, paired_ratio, resolve, time_interleaved  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    add_device_args, add_pool_args, autocast, format_mfu, medians, paired_ratio, resolve, seeded_pool, time_interleaved)
 from benchmarks.reference import split_at_stitches  # noqa: E402
 
 CPU = dict(img_size=224, batch_size=8, warmup=2, repeats=12)
@@ -48,17 +48,13 @@ def _stitch_macs(spec: PoolSpec, route) -> int:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--pool', default='deit_base_l6')
+    add_pool_args(p)
     p.add_argument('--descendants', default='s2,s9,s17', help='comma-separated stitched descendants')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
     add_device_args(p)
     args = p.parse_args(argv)
     resolve(args, CPU, CUDA, QUICK)
-    torch.manual_seed(0)
-    spec = PoolSpec.from_any(args.pool).replace(img_size=args.img_size)
-    pool = timm.create_model('learngene_pool', pool=spec).to(args.device).eval()
-    x = torch.randn(args.batch_size, spec.in_chans, args.img_size, args.img_size, device=args.device)
+    spec, pool, x = seeded_pool(args)
+    pool.eval()
 
     fns, cases = {}, []
     with torch.inference_mode(), autocast(args.device, args.dtype):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm_learngene  # noqa: E402,F401
 from timm_learngene.spec import PoolSpec, route_macs  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
-    add_device_args, autocast, format_mfu, medians, resolve, time_interleaved, vit_macs)
+    add_device_args, add_pool_args, autocast, format_mfu, medians, resolve, seeded_pool, time_interleaved, vit_macs)
 
 CPU = dict(img_size=112, batch_size=8, warmup=1, repeats=3)
 CUDA = dict(img_size=224, batch_size=32, warmup=3, repeats=10)
@@ -37,16 +37,13 @@ REFERENCES = {  # timm name: (width, depth, patch size)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--pool', default='deit_base_l6')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
+    add_pool_args(p)
     p.add_argument('--no-references', action='store_true', help='skip the timm DeiT reference models')
     add_device_args(p)
     args = p.parse_args(argv)
     resolve(args, CPU, CUDA, QUICK)
-    torch.manual_seed(0)
-    spec = PoolSpec.from_any(args.pool).replace(img_size=args.img_size)
-    pool = timm.create_model('learngene_pool', pool=spec).to(args.device).eval()
+    spec, pool, x = seeded_pool(args)
+    pool.eval()
     models, rows = {}, {}
     for d in pool.descendants:
         models[d.name] = pool.descendant(d.name)
@@ -58,7 +55,6 @@ def main(argv=None):
             models[name] = m.to(args.device).eval()
             rows[name] = dict(label='timm', params=sum(q.numel() for q in m.parameters()),
                               macs=vit_macs(width, depth, args.img_size, patch, spec.in_chans, spec.num_classes))
-    x = torch.randn(args.batch_size, spec.in_chans, args.img_size, args.img_size, device=args.device)
     with torch.inference_mode(), autocast(args.device, args.dtype):
         times = time_interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, args.device, args.warmup,
                                  args.repeats, args.inner)
