@@ -6,7 +6,7 @@
 
 Stages (each one a recipe, run in-process; one that finished before is skipped unless --force, one killed half
 way resumes from its checkpoints):
- 1. ancestry   recipes/train_vit.py       a ViT trained on the labels (reused if OUTPUT/ancestry/model exists)
+ 1. ancestry   recipes/train_vit.py       a ViT trained on the labels
  2. distill    recipes/distill.py         ancestry -> every pool member, one pass
  3. finetune   recipes/finetune.py        stitch init + joint finetuning of every descendant
  4. evaluate   recipes/evaluate.py        top-1, params, GMACs, img/s of every descendant
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument('--preset', default='demo', help=f'a preset name {sorted(PRESETS)} or a YAML file')
     p.add_argument('--output', default=None, help='output folder (default: out/<preset name>)')
     p.add_argument('--seed', type=int, default=None, help='override the preset seed')
-    p.add_argument('--force', action='store_true', help='rerun stages whose outputs exist')
+    p.add_argument('--force', action='store_true', help="rerun stages that finished before, from scratch")
     p.add_argument('--set', action='append', default=[], metavar='STAGE.KEY=VALUE',
                    help='override one option, e.g. --set distill.epochs=2 (value parsed as YAML)')
     return p.parse_args(argv)
