@@ -6,7 +6,7 @@ let tests and tools tell the cases apart. Messages say what was wrong, what was 
 
 __all__ = [
     'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
-    'FormatVersionError', 'DatasetError', 'ConfigError',
+    'FormatVersionError', 'DatasetError', 'TransformError', 'ConfigError',
 ]
 
 
@@ -36,6 +36,11 @@ class FormatVersionError(CheckpointError):
 
 class DatasetError(LearngeneError):
     """A dataset is missing, unreadable, empty or damaged (folder layout, IDX files, an image that won't decode)."""
+
+
+class TransformError(LearngeneError):
+    """A training or evaluation transform (an augmentation) raised on an image: names the image and the transform.
+    Not a :class:`DatasetError`, so ``--bad-images skip`` never hides it."""
 
 
 class ConfigError(LearngeneError):

@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from timm.data import Mixup
 
-from ..errors import DatasetError
-from .fashion_mnist import (
-    FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMNIST, find_fashion_mnist, read_idx,
-)
-from .fashion_mnist import FASHION_MNIST_CLASSES
+from ..errors import DatasetError, TransformError
+from .augment import build_transform, dataset_stats, guard_posterize
+from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
+from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
 
 __all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
-           'dataset_stats', 'BAD_IMAGES']
+           'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
+           'TransformError']
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
 
@@ -47,12 +47,6 @@ class SyntheticImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.images[i], int(self.labels[i])
 
-
-def dataset_stats(name: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """Normalisation mean/std for a dataset name."""
-    if name == 'fashion_mnist':
-        return FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: int, num_classes: int,
@@ -78,22 +72,10 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     if name == 'synthetic':
         n = limit or (256 if training else 64)
         return SyntheticImages(n, img_size, in_chans, num_classes, seed=cfg.get('seed', 0) + (0 if training else 1))
-    mean, std = dataset_stats(name)
-    if len(mean) != in_chans:
-        mean, std = (mean * in_chans)[:in_chans], (std * in_chans)[:in_chans]
-    if augment:
-        tf = create_transform(
-            img_size, is_training=True, scale=tuple(cfg.get('aug_scale') or (0.08, 1.0)),
-            hflip=cfg.get('hflip', 0.5), color_jitter=cfg.get('color_jitter', 0.0) or 0.0,
-            auto_augment=cfg.get('auto_augment') or None, interpolation=cfg.get('interpolation', 'bicubic'),
-            re_prob=cfg.get('re_prob', 0.0), mean=mean, std=std)
-    else:
-        tf = create_transform(img_size, is_training=False, crop_pct=cfg.get('crop_pct', 0.875),
-                              interpolation=cfg.get('interpolation', 'bicubic'), mean=mean, std=std)
+    tf = build_transform(cfg, img_size, in_chans, augment)
     if name == 'fashion_mnist':
         _check_num_classes(len(FASHION_MNIST_CLASSES), num_classes, "dataset 'fashion_mnist'")
-        ds = FashionMNIST(cfg.get('data_dir'), 'train' if training else 'test', transform=_channels(tf, in_chans),
-                          limit=limit)
+        ds = FashionMNIST(cfg.get('data_dir'), 'train' if training else 'test', transform=tf, limit=limit)
     elif name == 'folder':
         if not cfg.get('data_dir'):
             raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
@@ -101,7 +83,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         classes = _same_classes_in_both_splits(cfg['data_dir'], split, root)
         _check_num_classes(len(classes), num_classes, str(root),
                            extra=' or remove class folders from train/ and val/')
-        ds = ImageFolder(root, transform=_channels(tf, in_chans), img_mode='L' if in_chans == 1 else 'RGB',
+        ds = ImageFolder(root, transform=tf, img_mode='L' if in_chans == 1 else 'RGB',
                          limit=limit)
         if bad_images == 'skip':
             ds = SkipBadImages(ds)
@@ -146,15 +128,6 @@ def _some(names) -> str:
         return 'none'
     return ', '.join(names[:10]) + (f', ... ({len(names)} in all)' if len(names) > 10 else '')
 
-
-class _channels:
-    """timm's transforms keep the PIL mode; make grayscale or RGB match the model's input channels."""
-
-    def __init__(self, tf, in_chans: int):
-        self.tf, self.mode = tf, ('L' if in_chans == 1 else 'RGB')
-
-    def __call__(self, img):
-        return self.tf(img if img.mode == self.mode else img.convert(self.mode))
 
 
 def build_loader(dataset, batch_size: int, training: bool, num_workers: int = 0, seed: int = 0):

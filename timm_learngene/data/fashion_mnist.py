@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import DatasetError
+from .transform_errors import apply_transform
 
 __all__ = ['read_idx', 'FashionMNIST', 'FASHION_MNIST_DIR', 'FASHION_MNIST_MEAN', 'FASHION_MNIST_STD',
            'FASHION_MNIST_CLASSES', 'MAX_IDX_BYTES', 'find_fashion_mnist', 'ensure_fashion_mnist']
@@ -171,7 +172,7 @@ class FashionMNIST(torch.utils.data.Dataset):
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images, self.labels = images, labels.astype(np.int64)
-        self.transform = transform
+        self.transform, self.split = transform, split
         self.classes = FASHION_MNIST_CLASSES
 
     def __len__(self) -> int:
@@ -179,6 +180,4 @@ class FashionMNIST(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Tuple[object, int]:
         img = Image.fromarray(self.images[i], mode='L')
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.labels[i])
+        return apply_transform(self.transform, img, f'Fashion-MNIST {self.split} image {i}'), int(self.labels[i])

@@ -17,6 +17,7 @@ from timm.data.readers.img_extensions import get_img_extensions
 from timm.data.readers.reader_image_folder import find_images_and_targets
 
 from ..errors import DatasetError
+from .transform_errors import apply_transform
 
 __all__ = ['ImageFolder', 'SkipBadImages', 'find_split_folder', 'class_folders', 'SPLIT_FOLDERS', 'FOLDER_LAYOUT',
            'BAD_IMAGES']
@@ -123,9 +124,7 @@ class ImageFolder(torch.utils.data.Dataset):
             raise DatasetError(f'cannot read image {path} (index {index}): {type(e).__name__}: {e}; replace or '
                                f'delete the file, or pass --bad-images skip (bad_images: skip) to skip '
                                f'unreadable images') from e
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, target
+        return apply_transform(self.transform, img, f'image {path} (index {index})'), target
 
 
 class SkipBadImages(torch.utils.data.Dataset):
