@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timm_learngene.data import build_dataset, build_loader, build_mixup  # noqa: E402
 from timm_learngene.ancestry import load_ancestry  # noqa: E402
-from timm_learngene.distill import kd_loss, soft_cross_entropy  # noqa: E402
+from timm_learngene.losses import label_kd_loss  # noqa: E402
 from timm_learngene.training.config import parse_config, save_config  # noqa: E402
 from timm_learngene.training.loop import cosine_schedule, finish, fit, make_accelerator, make_optimizer  # noqa
 from timm_learngene.training.metrics import accuracy  # noqa: E402
@@ -71,16 +71,11 @@ def main(argv: Optional[Sequence[str]] = None):
 
     def loss_fn(m, x, y, step):
         logits = m(x)
-        ce = soft_cross_entropy(logits, y, smoothing)
-        out = {'ce': ce}
-        total = cfg.ce_weight * ce
+        t_logits = None
         if teacher is not None:
             with torch.no_grad():
                 t_logits = teacher(x)
-            out['kd'] = kd_loss(logits, t_logits.float(), cfg.temperature)
-            total = total + cfg.kd_weight * out['kd']
-        out['total'] = total
-        return out
+        return label_kd_loss(logits, y, t_logits, cfg.ce_weight, cfg.kd_weight, cfg.temperature, smoothing)
 
     def evaluate(epoch):
         if not cfg.eval:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PoolSpecError
+from .losses import kd_loss, soft_cross_entropy
 from .models.learngene_pool import LearngenePool
 
 __all__ = ['FeatureRecorder', 'DenseDistiller', 'check_teacher', 'kd_loss', 'teacher_shape']
@@ -82,20 +83,6 @@ def check_teacher(teacher: nn.Module, pool: LearngenePool) -> None:
     if problems:
         raise PoolSpecError(f'the ancestry does not fit pool {spec.name!r}: it has ' + '; '.join(problems) +
                             '. Pick a matching pool spec or teacher')
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, batch mean."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                    reduction='batchmean', log_target=True) * (t * t)
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy for class indices (with label smoothing) or soft targets (mixup, smoothing already in)."""
-    if target.ndim == logits.ndim:
-        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-    return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
 class DenseDistiller(nn.Module):

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .distill import kd_loss, soft_cross_entropy
+from .losses import label_kd_loss
 from .models.learngene_pool import LearngenePool
 from .spec import Route
 
@@ -73,14 +73,8 @@ class DescendantTrainer(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, route) -> Dict[str, torch.Tensor]:
         logits = self.pool(x, route)
-        ce = soft_cross_entropy(logits, y, self.smoothing)
-        out = {'ce': ce}
-        total = self.ce_weight * ce
+        t_logits = None
         if self.teacher is not None:
             with torch.no_grad():
                 t_logits = self.teacher(x)
-            kd = kd_loss(logits, t_logits.float(), self.temperature)
-            out['kd'] = kd
-            total = total + self.kd_weight * kd
-        out['total'] = total
-        return out
+        return label_kd_loss(logits, y, t_logits, self.ce_weight, self.kd_weight, self.temperature, self.smoothing)
