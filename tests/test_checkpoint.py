@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import timm_learngene
 import timm_learngene.checkpoint as ckpt
+import timm_learngene.pool_file as pool_file
 from timm_learngene import (
     FORMAT_VERSION, CheckpointError, Descendant, FormatVersionError, LearngenePool, enumerate_descendants,
     load_pool, read_pool_config, save_pool,
@@ -187,14 +188,14 @@ def spy_reads(monkeypatch):
     """The names of the tensors the loader reads from pool files, in order (through ``get_tensor`` or the
     memory map)."""
     log = []
-    real = ckpt.safe_open
-    monkeypatch.setattr(ckpt, 'safe_open', lambda *a, **kw: _Spy(real(*a, **kw), log))
-    real_map = ckpt._MappedTensors.__getitem__
+    real = pool_file.safe_open
+    monkeypatch.setattr(pool_file, 'safe_open', lambda *a, **kw: _Spy(real(*a, **kw), log))
+    real_map = pool_file._MappedTensors.__getitem__
 
     def mapped(self, key):
         log.append(key)
         return real_map(self, key)
-    monkeypatch.setattr(ckpt._MappedTensors, '__getitem__', mapped)
+    monkeypatch.setattr(pool_file._MappedTensors, '__getitem__', mapped)
     return log
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from timm.models import save_for_hf
 
 from timm_learngene.checkpoint import load_pool
-from timm_learngene.errors import CheckpointError
+from timm_learngene.errors import CheckpointError, ResumeError
 from timm_learngene.finetune import RouteSampler
 from timm_learngene.training.loop import (
     NonFiniteLossError, cosine_schedule, fit, latest_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
@@ -440,12 +440,12 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize('damage', list(DAMAGE))
-def test_damaged_checkpoint_is_a_checkpoint_error_naming_it(tmp_path, trained, damage):
+def test_damaged_checkpoint_is_a_resume_error_naming_it(tmp_path, trained, damage):
     name, spoil = DAMAGE[damage]
     run = tmp_path / 'run'
     shutil.copytree(trained, run)
     spoil(run / 'checkpoints' / 'step_00000004' / name)
-    with pytest.raises(CheckpointError) as e:
+    with pytest.raises(ResumeError, match='step_00000004') as e:
         _tiny_fit(run, _ce, resume=True, steps=4, extra_state=[RouteSampler([0, 1, 2], seed=1)])
     msg = str(e.value)
     assert 'step_00000004' in msg and '--resume' in msg, msg
@@ -458,7 +458,7 @@ def test_undamaged_copy_resumes(tmp_path, trained):
 
 
 def test_decode_never_allocates_more_than_the_data():
-    from timm_learngene.training.loop import _decode, _encode
+    from timm_learngene.training.resume import _decode, _encode
     t = torch.arange(6, dtype=torch.int64).reshape(2, 3)
     assert torch.equal(_decode(_encode(t)), t) and _decode(_encode(torch.zeros(0, 4))).shape == (0, 4)
     for shape, data in (([2 ** 40], ''), ([7], _encode(t)['data']), ([2, 3], base64.b64encode(b'x').decode())):

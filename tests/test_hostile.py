@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors import safe_open
 
 import timm_learngene.checkpoint as ckpt
+import timm_learngene.pool_file as pool_file
 import timm_learngene.hub
 import timm_learngene.models.learngene_pool as lgp_module
 from timm_learngene import (
@@ -299,7 +300,7 @@ def test_hub_config_cannot_name_a_local_file(pool_dir, monkeypatch, tmp_path):
     def fake_download(repo, filename, cache_dir=None, revision=None):
         asked.append((repo, filename))
         return path / 'model.safetensors'
-    monkeypatch.setattr(timm_learngene.hub, 'download_pool_file', fake_download)
+    monkeypatch.setattr(pool_file, 'download_pool_file', fake_download)
     secret = tmp_path / 'secret.safetensors'
     secret.write_bytes(b'not for you')
     got = ckpt.pool_weights_file({'source': 'hf-hub', 'hf_hub_id': 'org/pool', 'file': str(secret)})
@@ -470,11 +471,11 @@ def test_save_pool_removes_leftovers_of_a_killed_save(pool_dir, tmp_path):
 @pytest.mark.parametrize('dtype,n', [(torch.float32, 37), (torch.bfloat16, 3), (torch.float16, 1), (torch.float64, 8)])
 def test_checksum_changes_with_every_bit(dtype, n):
     t = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(dtype)
-    base = ckpt._checksum(t)
-    assert len(base) == 16 and base == ckpt._checksum(t.clone())
+    base = pool_file.checksum(t)
+    assert len(base) == 16 and base == pool_file.checksum(t.clone())
     raw = t.view(torch.uint8)
     for i in range(raw.numel()):
         for bit in range(8):
             flipped = raw.clone()
             flipped[i] ^= 1 << bit
-            assert ckpt._checksum(flipped.view(dtype)) != base, (i, bit)
+            assert pool_file.checksum(flipped.view(dtype)) != base, (i, bit)

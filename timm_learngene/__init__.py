@@ -10,7 +10,8 @@ from .spec import (
     DescendantInfo, DistillSpec, MemberSpec, PoolSpec, enumerate_descendants, get_pool_spec, list_pool_specs,
     pool_params, register_pool_spec, route_name, validate_route,
 )
-from .models import Descendant, LearngenePool, Member, FORMAT_VERSION
+from .pool_file import FORMAT_VERSION, descendant_table
+from .models import Descendant, LearngenePool, Member
 from .checkpoint import load_pool, load_pool_weights, read_pool_config, save_pool, update_pool_metrics
 from .select import BudgetError, select
 
@@ -19,7 +20,7 @@ __all__ = [
     'UnknownDescendantError', 'DescendantInfo', 'DistillSpec', 'MemberSpec', 'PoolSpec', 'enumerate_descendants',
     'get_pool_spec', 'list_pool_specs', 'pool_params', 'register_pool_spec', 'route_name', 'validate_route',
     'Descendant', 'LearngenePool', 'Member', 'FORMAT_VERSION', 'load_pool', 'load_pool_weights',
-    'read_pool_config', 'save_pool', 'update_pool_metrics', 'BudgetError', 'select',
+    'read_pool_config', 'save_pool', 'update_pool_metrics', 'BudgetError', 'select', 'descendant_table',
 ]
 from .hub import load_from_hub, push_to_hub, stage_for_hub
 

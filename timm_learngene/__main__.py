@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .hub import push_to_hub, stage_for_hub
+
 __all__ = ['main', 'parse_args']
 
 
@@ -35,7 +37,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     from huggingface_hub.errors import HfHubHTTPError
-    from .hub import push_to_hub, stage_for_hub
     try:
         if args.stage_only:
             out = stage_for_hub(args.folder, args.repo, args.stage_only, datasets=args.datasets, license=args.license)

@@ -9,9 +9,8 @@ For each member ``m`` (SPEC step 3)::
 residual add); ``W_p``, ``V_p`` are the pool's learnable ``transforms`` (member width -> ancestry width). The loss
 is the sum over members. Features are read with forward hooks, so neither timm's nor our model code changes.
 """
-from contextlib import contextmanager
 from functools import partial
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -6,7 +6,7 @@ let tests and tools tell the cases apart. Messages say what was wrong, what was 
 
 __all__ = [
     'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
-    'FormatVersionError', 'DatasetError', 'TransformError', 'ConfigError',
+    'FormatVersionError', 'ResumeError', 'DatasetError', 'TransformError', 'ConfigError',
 ]
 
 
@@ -32,6 +32,11 @@ class CheckpointError(LearngeneError):
 
 class FormatVersionError(CheckpointError):
     """A pool checkpoint written in a format version this package does not know."""
+
+
+class ResumeError(LearngeneError):
+    """A training-resume checkpoint (``OUTPUT/checkpoints/step_N``) is unreadable, damaged or belongs to another
+    run. (A damaged pool file is a :class:`CheckpointError`.)"""
 
 
 class DatasetError(LearngeneError):

@@ -16,74 +16,19 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
 from .errors import CheckpointError
+from .model_card import PARETO_NAME, render_model_card, render_pareto
+from .pool_file import download_pool_file, read_pool_config, split_revision
+from .version import __version__
 
 __all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES']
 
 _logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r'[0-9a-f]{40}')
-
-
-def _split_revision(repo_id: str, revision: Optional[str] = None) -> Tuple[str, Optional[str]]:
-    repo, at, rev = repo_id.partition('@')
-    if at and not rev:
-        raise ValueError(f'{repo_id!r} ends in "@" without a revision; write ORG/REPO@BRANCH, TAG or COMMIT')
-    if rev and revision and rev != revision:
-        raise ValueError(f'{repo_id!r} names revision {rev!r} but revision={revision!r} was passed; give one')
-    return repo, (rev or revision or None)
-
-
-def _hint() -> str:
-    from huggingface_hub import constants
-    return (f"download the repo elsewhere and load the folder with timm.create_model('local-dir:PATH', ...), "
-            f"or set HF_ENDPOINT to a reachable mirror (now {constants.ENDPOINT})")
-
-
-def download_pool_file(repo_id: str, filename: str, cache_dir: Optional[Union[str, Path]] = None,
-                       revision: Optional[str] = None) -> Path:
-    """Download (or find in the HF cache) one file of the pool repo ``repo_id`` (``org/name[@revision]``).
-
-    Honours ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` like every huggingface_hub download. Hub
-    failures become :class:`CheckpointError` naming the repo and what to do.
-    """
-    import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from .version import __version__
-    repo, revision = _split_revision(repo_id, revision)
-    where = f'{repo}@{revision}' if revision else repo
-    try:
-        return Path(huggingface_hub.hf_hub_download(
-            repo, filename, revision=revision, cache_dir=cache_dir, library_name='timm_learngene',
-            library_version=__version__))
-    except GatedRepoError:
-        raise CheckpointError(f'Hub repo {repo!r} is gated: accept its terms on its Hub page and log in '
-                              f'(hf auth login, or set HF_TOKEN); or {_hint()}') from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f'Hub repo {where!r} was not found (or it is private and you are not logged in: '
-                              f'hf auth login, or set HF_TOKEN); check the name, or {_hint()}') from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f'Hub repo {repo!r} has no revision {revision!r}; pass a branch, tag or commit of '
-                              f'the repo (ORG/REPO@REVISION)') from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError: huggingface_hub derives it from that
-        cache = cache_dir or constants.HF_HUB_CACHE
-        if constants.is_offline_mode():
-            raise CheckpointError(
-                f'{filename} of Hub repo {where!r} is not in the HF cache ({cache}) and HF_HUB_OFFLINE is set; '
-                f'unset HF_HUB_OFFLINE to download it once, or {_hint()}') from None
-        raise CheckpointError(f'{filename} of Hub repo {where!r} is not in the local cache and the Hub cannot be '
-                              f'reached (offline?); {_hint()}') from None
-    except EntryNotFoundError:
-        raise CheckpointError(f'Hub repo {where!r} has no {filename}; it is not a learngene pool '
-                              f'(pools hold model.safetensors + config.json written by timm_learngene)') from None
-    except HfHubHTTPError as e:
-        raise CheckpointError(f'downloading {filename} of Hub repo {where!r} failed ({e}); {_hint()}') from None
 
 
 def load_from_hub(repo_id: str, descendant: Optional[str] = None, *, revision: Optional[str] = None,
@@ -95,8 +40,7 @@ def load_from_hub(repo_id: str, descendant: Optional[str] = None, *, revision: O
     branch moves in between. ``revision`` (or ``repo@revision``) selects a branch, tag or commit.
     """
     import timm
-    from .checkpoint import CONFIG_NAME, read_pool_config
-    repo, revision = _split_revision(repo_id, revision)
+    repo, revision = split_revision(repo_id, revision)
     cfg_file = download_pool_file(repo, CONFIG_NAME, cache_dir=cache_dir, revision=revision)
     try:
         read_pool_config(cfg_file)
@@ -125,7 +69,6 @@ def _validate_pool_folder(folder: Path) -> Dict[str, Any]:
     """Check that ``folder`` holds a pool that loads: a pool config.json (architecture, format version, spec) and
     a model.safetensors with pool metadata and every tensor of that spec, by loading it the way a user will
     (``timm.create_model('local-dir:…', pretrained=True)``). Returns the raw config.json dict."""
-    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
     if not folder.is_dir():
         raise CheckpointError(f'{folder} is not a folder; push the folder save_pool wrote ({WEIGHTS_NAME} + '
                               f'{CONFIG_NAME})')
@@ -143,8 +86,6 @@ def stage_for_hub(pool_dir: Union[str, Path], repo_id: str, out_dir: Union[str, 
     ``pareto.png``. The pool is validated first. Nothing else from ``pool_dir`` is copied, so no pickle is ever
     uploaded. Returns ``out_dir``.
     """
-    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
-    from .model_card import PARETO_NAME, render_model_card, render_pareto
     _check_repo_id(repo_id)
     pool_dir, out_dir = Path(pool_dir), Path(out_dir)
     config = _validate_pool_folder(pool_dir)
@@ -188,7 +129,6 @@ def push_to_hub(pool_dir: Union[str, Path], repo_id: str, *, private: Optional[b
         the ``CommitInfo`` of the upload (``.commit_url``, ``.oid``).
     """
     from huggingface_hub import HfApi
-    from .version import __version__
     with tempfile.TemporaryDirectory(prefix='learngene-push-') as tmp:
         staged = stage_for_hub(pool_dir, repo_id, Path(tmp) / 'repo', datasets=datasets, license=license)
         config = json.loads((staged / 'config.json').read_text())

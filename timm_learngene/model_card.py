@@ -8,7 +8,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from .spec import DescendantInfo, PoolSpec, enumerate_descendants, pool_params
+from .evaluation import pareto_plot, write_markdown
+from .models.learngene_pool import HUB_REPOS
+from .pool_file import descendant_table
+from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 
 __all__ = ['render_model_card', 'render_pareto', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
 
@@ -36,12 +39,8 @@ _TAGS = ['image-classification', 'timm', 'learngene-pool', 'model-stitching', 'v
 
 
 def descendant_infos(config: Mapping[str, Any]) -> List[DescendantInfo]:
-    """Every descendant of the pool in ``config`` (a parsed config.json), ranked and named, with its measured
-    values. Sizes and routes are recomputed from the spec; only measured values come from the stored list."""
-    from .models.learngene_pool import _metrics
-    args = config['model_args']
-    spec = args['pool'] if isinstance(args['pool'], PoolSpec) else PoolSpec.from_dict(args['pool'])
-    return enumerate_descendants(spec, _metrics(args.get('descendants')))
+    """Every descendant of the pool in ``config``, ranked, with measured values (:func:`descendant_table`)."""
+    return descendant_table(config)
 
 
 def _spec(config: Mapping[str, Any]) -> PoolSpec:
@@ -106,7 +105,6 @@ def render_pareto(config: Mapping[str, Any], path: Union[str, Path]) -> Tuple[Pa
         import matplotlib
     except ImportError:
         raise ImportError("the model card's plot needs matplotlib: pip install 'timm-learngene[train]'") from None
-    from .evaluation import pareto_plot
     spec = _spec(config)
     infos = descendant_infos(config)
     measured = [d for d in infos if 'top1' in d.metrics]
@@ -139,7 +137,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _usage(repo_id: str, spec: PoolSpec, infos: Sequence[DescendantInfo]) -> str:
-    from .models.learngene_pool import HUB_REPOS
     middle = infos[len(infos) // 2].name
     registered = ''
     prefix = {'deit_base_l6': 'learngene_pool', 'deit_base_l9': 'learngene_pool_l9'}.get(spec.name)
@@ -171,7 +168,6 @@ or set `HF_ENDPOINT` to a mirror."""
 
 
 def _pool_section(spec: PoolSpec) -> str:
-    from .spec import member_params
     rows = [(m.name, str(m.width), str(m.heads), str(m.depth), f'{member_params(spec, m.name) / 1e6:.2f}M')
             for m in spec.members]
     sizes = pool_params(spec)
@@ -211,7 +207,6 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
         image_description: alt text of the plot.
         datasets, license: card metadata overrides (see :func:`card_metadata`).
     """
-    from .evaluation import write_markdown
     spec = _spec(config)
     infos = descendant_infos(config)
     meta = card_metadata(config, datasets=datasets, license=license)

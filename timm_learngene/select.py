@@ -4,7 +4,8 @@ from typing import Optional, Union
 
 from .errors import LearngeneError
 from .models.learngene_pool import LearngenePool
-from .spec import DescendantInfo, PoolSpec, enumerate_descendants
+from .pool_file import descendant_table, read_pool_config
+from .spec import PoolSpec, enumerate_descendants
 
 __all__ = ['select', 'BudgetError']
 
@@ -17,10 +18,7 @@ def _descendants(pool) -> list:
     if isinstance(pool, LearngenePool):
         return pool.descendants
     if isinstance(pool, (str, Path)):
-        from .checkpoint import read_pool_config
-        from .models.learngene_pool import _metrics
-        args = read_pool_config(pool)['model_args']
-        return enumerate_descendants(args['pool'], _metrics(args.get('descendants')))
+        return descendant_table(read_pool_config(pool))
     if isinstance(pool, PoolSpec):
         return enumerate_descendants(pool)
     raise TypeError(f'select takes a pool folder, a LearngenePool or a PoolSpec, got {type(pool).__name__}')

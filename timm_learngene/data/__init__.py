@@ -14,7 +14,7 @@ classes than the model has outputs, and ``folder`` splits whose class folders di
 dataset is built, not as an IndexError (a device-side assert on GPU) from the loss mid-run.
 """
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional
 
 import torch
 from timm.data import Mixup

@@ -9,7 +9,7 @@ around them.
    posterize Pillow accepts; no other op and no other magnitude changes.
 2. **Which transform failed, on which image**: see :mod:`.transform_errors`.
 """
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.auto_augment import AugMixAugment, AugmentOp, AutoAugment, RandAugment

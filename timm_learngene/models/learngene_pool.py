@@ -22,16 +22,17 @@ from timm.models._features import feature_take_indices
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import Block
 
-from ..errors import FormatVersionError, PoolSpecError, RouteError
+from ..errors import PoolSpecError
+from ..pool_file import (
+    FORMAT_VERSION, check_format_version, check_model_args, check_pool_file, check_pretrained_cfg,
+    descendant_metrics, load_pool_weights, pool_weights_file,
+)
 from ..spec import (
     DEIT_BASE_L6, DEIT_BASE_L9, DescendantInfo, MemberSpec, PoolSpec, Route, enumerate_descendants,
-    find_descendant, stitch_window, validate_route,
+    find_descendant, stitch_window,
 )
 
 __all__ = ['Member', 'LearngenePool', 'Descendant', 'FORMAT_VERSION', 'HUB_REPOS']
-
-# Version of the checkpoint layout (tensor names + config.json fields). Bump when either changes.
-FORMAT_VERSION = 1
 
 HUB_REPOS = {
     'deit_base_l6': 'timm-learngene/learngene-pool-deit-base-l6',
@@ -63,8 +64,10 @@ def _resolve_img_size(img_size) -> Optional[int]:
 
 
 def _apply_overrides(spec: PoolSpec, num_classes=None, img_size=None, in_chans=None) -> PoolSpec:
+    # only a real change builds (and validates) a new spec: the one passed in was validated when it was made
     changes = dict(num_classes=num_classes, img_size=_resolve_img_size(img_size), in_chans=in_chans)
-    return spec.replace(**{k: v for k, v in changes.items() if v is not None})
+    changes = {k: v for k, v in changes.items() if v is not None and getattr(spec, k) != v}
+    return spec.replace(**changes) if changes else spec
 
 
 class Member(nn.Module):
@@ -95,7 +98,7 @@ class Descendant(nn.Module):
     def __init__(
             self,
             pool: Union[PoolSpec, dict, str] = DEIT_BASE_L6,
-            descendant: Union[str, Sequence] = 's1',
+            descendant: Union[str, Sequence, DescendantInfo] = 's1',
             num_classes: Optional[int] = None,
             img_size=None,
             in_chans: Optional[int] = None,
@@ -110,9 +113,12 @@ class Descendant(nn.Module):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
         self.pool_spec = spec
-        self.info: DescendantInfo = find_descendant(spec, descendant, _metrics(descendants))
+        if isinstance(descendant, DescendantInfo) and _parts is not None:
+            self.info: DescendantInfo = descendant  # found by the pool that hands over its modules
+        else:
+            self.info = find_descendant(spec, descendant, descendant_metrics(descendants))
         self.route: Route = self.info.route
-        front, end = spec.member(self.route[0][0]), spec.member(self.route[-1][0])
+        end = spec.member(self.route[-1][0])
         self.num_classes = spec.num_classes
         self.in_chans = spec.in_chans
         self.global_pool = global_pool
@@ -132,9 +138,13 @@ class Descendant(nn.Module):
         self.head = parts['head']
         self._pool_keys = parts['pool_keys']
         self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
+        # the stitch layer after each block, or None: looked up once here, not per block on every forward
+        # (a plain list, not registered: the layers are registered in self.stitches)
+        self._stitch_after: List[Optional[nn.Module]] = [
+            self.stitches[str(i)] if str(i) in self.stitches else None for i in range(len(self.blocks))]
         # forward_intermediates returns a block's output after the stitch that follows it (the next block's width)
-        out_widths = [self.stitches[str(i)].out_features if str(i) in self.stitches else w
-                      for i, w in enumerate(self.block_widths)]
+        out_widths = [st.out_features if st is not None else w
+                      for st, w in zip(self._stitch_after, self.block_widths)]
         self.feature_info = [
             dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(out_widths)]
 
@@ -218,7 +228,7 @@ class Descendant(nn.Module):
             x = checkpoint(blk, x, use_reentrant=False)
         else:
             x = blk(x)
-        stitch = self.stitches[str(i)] if str(i) in self.stitches else None
+        stitch = self._stitch_after[i]
         return stitch(x) if stitch is not None else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,17 +290,6 @@ class Descendant(nn.Module):
         return self.norm(x), intermediates
 
 
-def _metrics(descendants: Optional[List[dict]]) -> Dict[str, Dict[str, float]]:
-    """Measured values (``top1`` ...) from a config.json descendant list, by name."""
-    out = {}
-    for d in descendants or []:
-        if isinstance(d, dict) and isinstance(d.get('name'), str):
-            out[d['name']] = {k: v for k, v in d.items()
-                              if k not in ('name', 'route', 'label', 'params', 'gmacs')
-                              and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return out
-
-
 def _stitch_after(route: Route, fa: str, fb: int) -> int:
     """Descendant block index after which the stitch that leaves segment (fa, *, fb) sits."""
     n = 0
@@ -343,7 +342,7 @@ class LearngenePool(nn.Module):
         self.in_chans = spec.in_chans
         self.global_pool = global_pool
         self.drop_rate = drop_rate
-        self.metrics: Dict[str, Dict[str, float]] = _metrics(descendants)
+        self.metrics: Dict[str, Dict[str, float]] = descendant_metrics(descendants)
         self.members = nn.ModuleDict({m.name: Member(m, spec, drop_path_rate) for m in spec.members})
         self.stitches = nn.ModuleDict({
             f'{a.name}-{b.name}': nn.ModuleList([nn.Linear(a.width, b.width) for _ in range(spec.num_windows)])
@@ -361,16 +360,20 @@ class LearngenePool(nn.Module):
             self.transforms = None
         self.num_features = spec.members[-1].width
         self.grad_checkpointing = False
+        self._views: Dict[Any, Descendant] = {}  # forward's descendant views, by route (not registered)
 
     @property
     def descendants(self) -> List[DescendantInfo]:
         """Every descendant, ranked and named, with measured metrics where known."""
         return enumerate_descendants(self.pool_spec, self.metrics)
 
-    def descendant(self, name_or_route: Union[str, Sequence]) -> Descendant:
-        """A :class:`Descendant` that shares this pool's modules (no copy: training it trains the pool)."""
+    def descendant(self, name_or_route: Union[str, Sequence, DescendantInfo]) -> Descendant:
+        """A :class:`Descendant` that shares this pool's modules (no copy: training it trains the pool).
+        Takes a name (``'s3'``), a route, or a :class:`DescendantInfo` of this pool (used as found, not looked up
+        again)."""
         spec = self.pool_spec
-        info = find_descendant(spec, name_or_route, self.metrics)
+        info = name_or_route if isinstance(name_or_route, DescendantInfo) else \
+            find_descendant(spec, name_or_route, self.metrics)
         route = info.route
         front, end = self.members[route[0][0]], self.members[route[-1][0]]
         blocks = [self.members[name].blocks[i] for name, a, b in route for i in range(a, b)]
@@ -380,14 +383,28 @@ class LearngenePool(nn.Module):
         parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
                      blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
                      pool_keys=_pool_key_prefixes(spec, route))
-        model = Descendant(spec, info.name, global_pool=self.global_pool, drop_rate=self.drop_rate,
-                           descendants=[dict(name=k, **v) for k, v in self.metrics.items()], _parts=parts)
+        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate, _parts=parts)
         model.set_grad_checkpointing(self.grad_checkpointing)
         return model
 
-    def forward(self, x: torch.Tensor, route: Union[str, Sequence]) -> torch.Tensor:
-        """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route``."""
-        return self.descendant(route)(x)
+    def forward(self, x: torch.Tensor, route: Union[str, Sequence, DescendantInfo]) -> torch.Tensor:
+        """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route`` (a name, a route or a
+        :class:`DescendantInfo`).
+
+        The descendant view of each route is built once and kept: a training step looks it up instead of
+        validating the route and building a module tree again."""
+        key = route.route if isinstance(route, DescendantInfo) else \
+            route if isinstance(route, str) else tuple(tuple(seg) for seg in route)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = self.descendant(route)
+        if view.training != self.training:
+            view.train(self.training)
+        return view(x)
+
+    def _drop_views(self) -> None:
+        """Forget the kept descendant views (they hold the modules they were built from)."""
+        self._views.clear()
 
     def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
         return {k: k for k in (self.state_dict() if keys is None else keys)}
@@ -400,6 +417,8 @@ class LearngenePool(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True):
         """Checkpoint every block of the descendants that ``forward`` runs (timm's train.py calls this)."""
         self.grad_checkpointing = enable
+        for view in self._views.values():
+            view.set_grad_checkpointing(enable)
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -411,6 +430,7 @@ class LearngenePool(nn.Module):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+        self._drop_views()  # they hold the old heads
         for m in self.members.values():
             m.head = nn.Linear(m.spec.width, num_classes) if num_classes > 0 else nn.Identity()
             m.head.apply(_init_linear)
@@ -430,25 +450,11 @@ def _cfg(pool: str = 'deit_base_l6', **kwargs) -> Dict[str, Any]:
     }
 
 
-def _check_format_version(format_version) -> None:
-    if format_version is None:
-        return
-    if isinstance(format_version, bool) or not isinstance(format_version, int) or format_version < 1:
-        raise FormatVersionError(f'pool format_version must be a positive integer, got {format_version!r}')
-    if format_version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f'this pool was written in format version {format_version}, newer than the installed timm_learngene '
-            f'reads ({FORMAT_VERSION}); upgrade it: pip install -U timm-learngene')
-
-
 def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BASE_L6, descendant=None,
                            format_version: Optional[int] = None, cache_dir=None, **kwargs) -> nn.Module:
     """Build the whole pool, or with ``descendant=`` one descendant of it; load weights from the pool
     checkpoint named by the pretrained cfg (``file`` or ``hf_hub_id``) when ``pretrained``."""
-    from ..checkpoint import (  # they import this module
-        check_model_args, check_pool_file, check_pretrained_cfg, load_pool_weights, pool_weights_file,
-    )
-    _check_format_version(format_version)
+    check_format_version(format_version)
     source_args = kwargs.get('pretrained_model_args')  # timm passes a config.json's model_args here
     if source_args is not None:
         check_model_args(source_args, 'config.json')

@@ -1,0 +1,463 @@
+"""The pool file format, read side: everything that reads, checks and verifies a pool folder (or Hub repo) lives
+here, below the models, so the models, the writer (:mod:`.checkpoint`) and the Hub code all build on it.
+
+A pool is ``model.safetensors`` + timm-style ``config.json`` in one folder or Hub repo.
+
+- ``model.safetensors`` holds every tensor of the pool under the pool's names and, in its metadata, the format
+  version, the pool spec and every tensor's checksum (:func:`checksum`), so a weights file alone can be checked
+  against the model it is loaded into.
+- ``config.json`` is timm's layout (``architecture``, ``num_classes``, ``pretrained_cfg``, ``model_args``) with
+  ``model_args`` = ``{pool, descendants, format_version}``, which ``timm.create_model('local-dir:…')`` and
+  ``'hf-hub:…'`` feed back to the ``learngene_pool`` entrypoint. :func:`read_pool_config` checks every field;
+  :func:`descendant_table` turns a config into the ranked descendant list with measured values.
+
+Loading (:func:`load_pool_weights`) reads only the tensors a model runs, as views of a memory map, verifies each
+one's checksum, and copies nothing into the model until every tensor has been read and checked. Nothing is
+unpickled. Before a model is built for a file, :func:`check_pool_file` checks the file's recorded spec against the
+config's and that the file is large enough to hold it, so a hostile config cannot make the loader allocate more
+memory than the file itself backs.
+"""
+import dataclasses
+import json
+import logging
+import mmap
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from timm.layers import resample_abs_pos_embed
+from timm.models import PretrainedCfg
+
+from .errors import CheckpointError, FormatVersionError, PoolSpecError
+from .spec import DescendantInfo, PoolSpec, enumerate_descendants, pool_params
+from .version import __version__
+
+__all__ = [
+    'FORMAT_VERSION', 'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES', 'check_format_version', 'checksum',
+    'checksum_bytes', 'read_pool_config', 'check_model_args', 'check_pretrained_cfg', 'descendant_metrics',
+    'descendant_table', 'pool_weights_file', 'download_pool_file', 'split_revision', 'check_pool_file',
+    'load_pool_weights',
+]
+
+_logger = logging.getLogger(__name__)
+
+# Version of the checkpoint layout (tensor names + config.json fields). Bump when either changes.
+FORMAT_VERSION = 1
+
+WEIGHTS_NAME = 'model.safetensors'
+CONFIG_NAME = 'config.json'
+ARCHITECTURES = ('learngene_pool', 'learngene_pool_l9')
+META_FORMAT = 'learngene_pool_format'
+META_SPEC = 'learngene_pool_spec'
+META_CHECKSUMS = 'learngene_pool_sum64'  # JSON {tensor name: hex checksum, see checksum}; absent in older files
+MODEL_ARGS = ('format_version', 'pool', 'descendants')
+# the fields of a descendant entry in config.json that describe its structure (recomputed from the spec); every
+# other numeric field is a measured value (top1, img_s, ...)
+_STRUCTURE = ('name', 'route', 'label', 'params', 'gmacs')
+
+
+def check_format_version(format_version) -> None:
+    """A pool's ``format_version`` must be a positive integer this package reads (None: not recorded)."""
+    if format_version is None:
+        return
+    if isinstance(format_version, bool) or not isinstance(format_version, int) or format_version < 1:
+        raise FormatVersionError(f'pool format_version must be a positive integer, got {format_version!r}')
+    if format_version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f'this pool was written in format version {format_version}, newer than the installed timm_learngene '
+            f'reads ({FORMAT_VERSION}); upgrade it: pip install -U timm-learngene')
+
+
+def descendant_metrics(descendants: Optional[List[dict]]) -> Dict[str, Dict[str, float]]:
+    """Measured values (``top1`` ...) by descendant name, from a config.json descendant list (entries that are not
+    objects with a name, and non-numeric values, are ignored)."""
+    out = {}
+    for d in descendants or []:
+        if isinstance(d, dict) and isinstance(d.get('name'), str):
+            out[d['name']] = {k: v for k, v in d.items()
+                              if k not in _STRUCTURE and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return out
+
+
+def descendant_table(config: Mapping[str, Any]) -> List[DescendantInfo]:
+    """Every descendant of the pool in ``config`` (a config.json as :func:`read_pool_config` returns it, or its
+    raw dict), ranked and named, with its measured values. Sizes and routes are recomputed from the spec; only
+    measured values come from the stored list."""
+    args = config['model_args']
+    spec = args['pool'] if isinstance(args['pool'], PoolSpec) else PoolSpec.from_dict(args['pool'])
+    return enumerate_descendants(spec, descendant_metrics(args.get('descendants')))
+
+
+def checksum(t: torch.Tensor) -> str:
+    """A tensor's checksum, as 16 hex digits: the sum modulo 2**64 of its bytes (as stored in safetensors:
+    contiguous, little-endian) read as little-endian 64-bit words, the last word zero-padded.
+
+    Any flipped bit, and any damage confined to one word, changes it; random damage to several words goes
+    unnoticed with odds of 2**-64. It is not a cryptographic hash (whoever can rewrite the tensors can rewrite
+    the metadata too). Chosen for speed: numpy sums ~3.5x faster than zlib's Adler-32 on the dev CPU, which
+    keeps verifying a descendant's tensors a small part of loading them."""
+    data = (t if t.is_contiguous() and t.device.type == 'cpu' else t.detach().cpu().contiguous())
+    return checksum_bytes(data.reshape(-1).view(torch.uint8).numpy())
+
+
+def checksum_bytes(data) -> str:
+    """:func:`checksum` of a buffer of bytes (a uint8 array or anything numpy reads as one)."""
+    data = np.frombuffer(data, dtype=np.uint8)
+    whole = len(data) // 8 * 8
+    total = int(data[:whole].view('<u8').sum(dtype=np.uint64)) if whole else 0
+    if whole < len(data):
+        total += int.from_bytes(data[whole:].tobytes().ljust(8, b'\0'), 'little')
+    return f'{total % 2 ** 64:016x}'
+
+
+def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read and check a pool folder's ``config.json``; returns the parsed dict with ``model_args['pool']`` as a
+    :class:`PoolSpec`. Every field timm or this package reads is checked for presence and type, so a damaged or
+    hostile file is a :class:`CheckpointError` here rather than an arbitrary exception later."""
+    path = Path(path)
+    cfg_file = path / CONFIG_NAME if path.is_dir() else path
+    if not cfg_file.is_file():
+        raise CheckpointError(f'{cfg_file} not found; a pool folder holds {CONFIG_NAME} and {WEIGHTS_NAME} '
+                              f'(written by timm_learngene.save_pool)')
+    config = _parse_json(cfg_file, what=str(cfg_file))
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{cfg_file} must hold a JSON object, got {type(config).__name__}')
+    arch = config.get('architecture')
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(
+            f'{cfg_file} describes architecture {arch!r}, not a learngene pool ({", ".join(ARCHITECTURES)}); '
+            f'load it with timm.create_model directly')
+    check_model_args(config.get('model_args'), str(cfg_file))
+    for key in ('num_classes', 'num_features'):
+        if key in config and not _is_int(config[key]):
+            raise CheckpointError(f'{cfg_file}: {key} must be an integer, got {config[key]!r}')
+    if not isinstance(config.get('recipe', {}), dict):
+        raise CheckpointError(f'{cfg_file}: recipe must be an object (the training config), got '
+                              f'{type(config["recipe"]).__name__}')
+    if 'pretrained_cfg' not in config:
+        raise CheckpointError(f'{cfg_file} has no pretrained_cfg; it was not written by save_pool')
+    check_pretrained_cfg(config['pretrained_cfg'], str(cfg_file))
+    try:
+        config['model_args']['pool'] = PoolSpec.from_dict(config['model_args']['pool'])
+    except PoolSpecError as e:
+        raise CheckpointError(f'{cfg_file}: invalid pool spec: {e}') from None
+    return config
+
+
+_MAX_CONFIG_BYTES = 16 * 2 ** 20
+
+
+def _parse_json(source: Union[Path, str], what: str):
+    """JSON from a file (at most 16 MiB) or a string; any way it can be unreadable is a CheckpointError."""
+    try:
+        if isinstance(source, Path):
+            size = source.stat().st_size
+            if size > _MAX_CONFIG_BYTES:
+                raise CheckpointError(f'{what} is {size:,} bytes; a pool config is a few kB (at most '
+                                      f'{_MAX_CONFIG_BYTES:,}), this one is damaged or not a pool config')
+            source = source.read_text()
+        return json.loads(source)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
+        reason = type(e).__name__ if isinstance(e, RecursionError) else e
+        raise CheckpointError(f'{what} is not readable JSON ({reason}); the pool folder is damaged') from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_model_args(args: Any, where: str) -> None:
+    """Check a pool config's ``model_args`` (what timm passes to the entrypoint): only ``pool``,
+    ``descendants`` and ``format_version``, of the right kinds. The spec itself is checked by PoolSpec."""
+    if not isinstance(args, dict) or 'pool' not in args:
+        raise CheckpointError(f'{where} has no model_args.pool (the pool spec); it was not written by save_pool')
+    unknown = sorted(set(args) - set(MODEL_ARGS))
+    if unknown:
+        raise CheckpointError(f'{where}: unknown model_args {unknown}; a pool config holds only {list(MODEL_ARGS)}')
+    check_format_version(args.get('format_version'))
+    descendants = args.get('descendants', [])
+    if not isinstance(descendants, list) or not all(isinstance(d, dict) for d in descendants):
+        raise CheckpointError(f'{where}: model_args.descendants must be a list of objects (one per descendant)')
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what timm reads from a pretrained cfg while building and loading, and the kind each must be
+_CFG_CHECKS = {
+    'input_size': (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v),
+                   'three positive integers [C, H, W]'),
+    'test_input_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 3
+                                                and all(_is_int(x) and x > 0 for x in v)), 'null or [C, H, W]'),
+    'num_classes': (lambda v: _is_int(v) and v >= 0, 'a non-negative integer'),
+    'fixed_input_size': (lambda v: isinstance(v, bool), 'true or false'),
+    'mean': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),
+    'std': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),
+    'crop_pct': (lambda v: _is_number(v) and 0 < v <= 4, 'a number in (0, 4]'),
+    'interpolation': (lambda v: isinstance(v, str), 'a string'),
+    'pool_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_int(x) for x in v)), 'null or integers'),
+    'first_conv': (lambda v: v is None or isinstance(v, str), 'a string'),
+    'classifier': (lambda v: v is None or isinstance(v, str), 'a string'),
+}
+
+
+def check_pretrained_cfg(cfg: Any, where: str) -> None:
+    """Check a pool config's ``pretrained_cfg``: an object of timm's PretrainedCfg fields, with the fields
+    timm reads of the right kinds."""
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f'{where}: pretrained_cfg must be an object, got {type(cfg).__name__}')
+    unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(PretrainedCfg)})
+    if unknown:
+        raise CheckpointError(f'{where}: unknown pretrained_cfg fields {unknown}; timm reads only the fields '
+                              f'of timm.models.PretrainedCfg')
+    for key, (ok, kind) in _CFG_CHECKS.items():
+        if key in cfg and not ok(cfg[key]):
+            raise CheckpointError(f'{where}: pretrained_cfg.{key} must be {kind}, got {cfg[key]!r}')
+
+
+def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path:
+    """Where the pool's ``model.safetensors`` is: the cfg's ``file`` (a file or a pool folder), else the
+    ``hf_hub_id`` repo (downloaded once into the HF cache; ``repo@revision`` selects a revision).
+
+    For a pool read from the Hub (``source`` ``hf-hub``) only the repo counts: a ``file`` in a downloaded
+    config.json cannot send the loader to a path on this machine.
+    """
+    file = pretrained_cfg.get('file') if pretrained_cfg.get('source') != 'hf-hub' else None
+    if file:
+        p = Path(file)
+        if p.is_dir():
+            p = p / WEIGHTS_NAME
+        if not p.is_file():
+            raise CheckpointError(f'pool weights {p} not found; pass the model.safetensors of a pool saved with '
+                                  f'timm_learngene.save_pool, or its folder')
+        return p
+    repo = pretrained_cfg.get('hf_hub_id')
+    if repo:
+        return download_pool_file(repo, WEIGHTS_NAME, cache_dir=cache_dir)
+    raise CheckpointError('no pool weights to load: the pretrained cfg names neither a file nor a Hub repo; '
+                          "pass pretrained_cfg_overlay=dict(file='…/model.safetensors') or use 'local-dir:…'")
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework='pt', device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f'{file} is not a readable safetensors file ({e}); pool weights are the model.safetensors written by '
+            f'timm_learngene.save_pool') from None
+
+
+def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any], cache_dir=None,
+                      file: Optional[Union[str, Path]] = None) -> None:
+    """Copy into ``model`` (a pool or a descendant) the pool checkpoint's tensors it uses, and no others.
+
+    A head for a different number of classes is left at its fresh init; position embeddings of another image
+    size are resampled. Any other missing tensor or shape difference raises :class:`CheckpointError`. Every
+    tensor is read and checked before the first is copied, so a failed load leaves ``model`` as it was.
+    """
+    file = Path(file) if file is not None else pool_weights_file(pretrained_cfg, cache_dir=cache_dir)
+    target = model.state_dict(keep_vars=True)  # one walk: names -> the model's own parameters and buffers
+    key_map = model.pool_key_map(target)
+    unmapped = [k for k in target if k not in key_map]
+    if unmapped:
+        raise CheckpointError(f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
+    spec = model.pool_spec
+    with _open(file) as f:  # safetensors checks the header: offsets in order, within the file
+        saved = _fitting_spec(f, file, spec)
+        available = set(f.keys())
+        checksums = _checksums(f, file)
+        mapped = _MappedTensors(file)
+        state = {}
+        skipped = []
+        for key, pool_key in key_map.items():
+            if pool_key not in available:
+                raise CheckpointError(
+                    f'{file} has no tensor {pool_key!r} (needed for {key!r}); the checkpoint is incomplete')
+            if _is_head(pool_key) and saved.num_classes != spec.num_classes:
+                skipped.append(key)
+                continue
+            t = mapped[pool_key]
+            want = tuple(target[key].shape)
+            if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
+                g = saved.img_size // saved.patch_size
+                t = resample_abs_pos_embed(t, new_size=[spec.img_size // spec.patch_size] * 2, old_size=[g, g],
+                                           num_prefix_tokens=1)
+            if tuple(t.shape) != want:
+                raise CheckpointError(
+                    f'{file}: tensor {pool_key!r} has shape {list(t.shape)} but the model expects {list(want)} '
+                    f'for {key!r}; the checkpoint does not match its pool spec')
+            if not t.is_floating_point():
+                raise CheckpointError(f'{file}: tensor {pool_key!r} has dtype {t.dtype}; pool weights are floats')
+            _verify(mapped, file, pool_key, checksums)
+            state[key] = t
+    with torch.no_grad():  # only now, with every tensor read and checked, is the model touched
+        for key, t in state.items():
+            target[key].copy_(t)
+    if skipped:
+        _logger.info(f'{file}: heads for {saved.num_classes} classes not loaded into a {spec.num_classes}-class '
+                     f'model: {skipped}')
+
+
+_ST_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16, 'F64': torch.float64,
+              'I64': torch.int64, 'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8,
+              'BOOL': torch.bool}
+
+
+class _MappedTensors:
+    """Tensors of a safetensors file as views of one copy-on-write memory map: reading a tensor copies nothing,
+    so checking its checksum and copying it into the model are the only passes over its bytes (``get_tensor``
+    would add a third). Used after ``safe_open`` has validated the header."""
+
+    def __init__(self, file: Path):
+        if sys.byteorder != 'little':  # safetensors stores little-endian bytes; views would read them wrongly
+            raise CheckpointError(f'{file}: pool files are read as little-endian memory views; this machine is '
+                                  f'{sys.byteorder}-endian, which timm_learngene does not support')
+        with open(file, 'rb') as fh:
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)  # private: the file is never written
+        n = int.from_bytes(self.map[:8], 'little')
+        self.header = _parse_json(bytes(self.map[8:8 + n]), what=f'{file}: the safetensors header')
+        self.start, self.file = 8 + n, file
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        info = self.header.get(key)
+        dtype = _ST_DTYPES.get(info.get('dtype')) if isinstance(info, dict) else None
+        if dtype is None:
+            raise CheckpointError(f'{self.file}: tensor {key!r} has an unknown dtype ({info!r:.80}); the file is '
+                                  f'damaged or not written by save_pool')
+        a, b = info['data_offsets']
+        t = torch.frombuffer(self.map, dtype=torch.uint8, count=b - a, offset=self.start + a) if b > a else \
+            torch.empty(0, dtype=torch.uint8)
+        return t.view(dtype).reshape(info['shape'])
+
+    def checksum(self, key: str) -> str:
+        """:func:`checksum` of a tensor's bytes, summed straight from the map."""
+        a, b = self.header[key]['data_offsets']
+        return checksum_bytes(memoryview(self.map)[self.start + a:self.start + b])
+
+
+def _saved_spec(f, file: Path) -> PoolSpec:
+    """The pool spec recorded in an open checkpoint's metadata, with its format version checked."""
+    meta = f.metadata() or {}
+    if META_FORMAT not in meta or META_SPEC not in meta:
+        raise CheckpointError(f'{file} is a safetensors file but not a learngene pool checkpoint '
+                              f'(no {META_FORMAT!r} metadata); save pools with timm_learngene.save_pool')
+    try:
+        version = int(meta[META_FORMAT])
+    except ValueError:
+        raise FormatVersionError(f'{file}: unreadable format version {meta[META_FORMAT]!r}') from None
+    check_format_version(version)
+    try:
+        spec = PoolSpec.from_dict(_parse_json(meta[META_SPEC], what=f'{file}: the pool spec in its metadata'))
+    except PoolSpecError as e:
+        raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
+    sizes = pool_params(spec)
+    smallest = 2 * (sizes['pool'] + sizes['transforms'])  # every stored tensor in bf16/fp16 at the least
+    size = Path(file).stat().st_size
+    if size < smallest:
+        raise CheckpointError(f'{file} is {size:,} bytes, too small for the pool {spec.name!r} its metadata '
+                              f'describes (at least {smallest:,}); the file is truncated or its metadata is wrong')
+    return spec
+
+
+def _checksums(f, file: Path) -> Dict[str, str]:
+    text = (f.metadata() or {}).get(META_CHECKSUMS)
+    if text is None:
+        return {}
+    sums = _parse_json(text, what=f'{file}: the tensor checksums in its metadata')
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise CheckpointError(f'{file}: the tensor checksums in its metadata are unreadable; the file is damaged')
+    return sums
+
+
+def _verify(mapped: '_MappedTensors', file: Path, key: str, checksums: Mapping[str, str]) -> None:
+    """Check one tensor of the file against the file's checksums (files without any load unverified)."""
+    if checksums and key not in checksums:
+        raise CheckpointError(f'{file}: tensor {key!r} has no checksum in the file\'s list; the file was altered '
+                              f'after it was saved, download or save it again')
+    if checksums and mapped.checksum(key) != checksums[key]:
+        raise CheckpointError(f'{file}: tensor {key!r} does not match its checksum; the file is damaged (a flipped '
+                              f'bit or a bad copy), download or save it again')
+
+
+def check_pool_file(file: Union[str, Path], spec: PoolSpec) -> PoolSpec:
+    """Check, from the header alone, that ``file`` is a pool checkpoint whose tensors fit a model built for
+    ``spec``; returns the spec recorded in the file. Nothing is allocated for the tensors."""
+    file = Path(file)
+    with _open(file) as f:
+        return _fitting_spec(f, file, spec)
+
+
+def _fitting_spec(f, file: Path, spec: PoolSpec) -> PoolSpec:
+    saved = _saved_spec(f, file)
+    diff = saved.same_weights_as(spec)
+    if diff:
+        raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
+                              f'{spec.name!r}: {diff}')
+    return saved
+
+
+def _is_head(pool_key: str) -> bool:
+    parts = pool_key.split('.')
+    return len(parts) >= 3 and parts[0] == 'members' and parts[2] == 'head'
+
+
+def split_revision(repo_id: str, revision: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    repo, at, rev = repo_id.partition('@')
+    if at and not rev:
+        raise ValueError(f'{repo_id!r} ends in "@" without a revision; write ORG/REPO@BRANCH, TAG or COMMIT')
+    if rev and revision and rev != revision:
+        raise ValueError(f'{repo_id!r} names revision {rev!r} but revision={revision!r} was passed; give one')
+    return repo, (rev or revision or None)
+
+
+def _hint() -> str:
+    from huggingface_hub import constants
+    return (f"download the repo elsewhere and load the folder with timm.create_model('local-dir:PATH', ...), "
+            f"or set HF_ENDPOINT to a reachable mirror (now {constants.ENDPOINT})")
+
+
+def download_pool_file(repo_id: str, filename: str, cache_dir: Optional[Union[str, Path]] = None,
+                       revision: Optional[str] = None) -> Path:
+    """Download (or find in the HF cache) one file of the pool repo ``repo_id`` (``org/name[@revision]``).
+
+    Honours ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` like every huggingface_hub download. Hub
+    failures become :class:`CheckpointError` naming the repo and what to do.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    repo, revision = split_revision(repo_id, revision)
+    where = f'{repo}@{revision}' if revision else repo
+    try:
+        return Path(huggingface_hub.hf_hub_download(
+            repo, filename, revision=revision, cache_dir=cache_dir, library_name='timm_learngene',
+            library_version=__version__))
+    except GatedRepoError:
+        raise CheckpointError(f'Hub repo {repo!r} is gated: accept its terms on its Hub page and log in '
+                              f'(hf auth login, or set HF_TOKEN); or {_hint()}') from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f'Hub repo {where!r} was not found (or it is private and you are not logged in: '
+                              f'hf auth login, or set HF_TOKEN); check the name, or {_hint()}') from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f'Hub repo {repo!r} has no revision {revision!r}; pass a branch, tag or commit of '
+                              f'the repo (ORG/REPO@REVISION)') from None
+    except LocalEntryNotFoundError:  # before EntryNotFoundError: huggingface_hub derives it from that
+        cache = cache_dir or constants.HF_HUB_CACHE
+        if constants.is_offline_mode():
+            raise CheckpointError(
+                f'{filename} of Hub repo {where!r} is not in the HF cache ({cache}) and HF_HUB_OFFLINE is set; '
+                f'unset HF_HUB_OFFLINE to download it once, or {_hint()}') from None
+        raise CheckpointError(f'{filename} of Hub repo {where!r} is not in the local cache and the Hub cannot be '
+                              f'reached (offline?); {_hint()}') from None
+    except EntryNotFoundError:
+        raise CheckpointError(f'Hub repo {where!r} has no {filename}; it is not a learngene pool '
+                              f'(pools hold model.safetensors + config.json written by timm_learngene)') from None
+    except HfHubHTTPError as e:
+        raise CheckpointError(f'downloading {filename} of Hub repo {where!r} failed ({e}); {_hint()}') from None
