@@ -146,6 +146,3 @@ def update_pool_metrics(path: Union[str, Path], metrics: Mapping[str, Mapping[st
     atomic_write_text(path / CONFIG_NAME, text)
     return path
 
-
-from .pool_file import checksum_bytes  # noqa: E402  TEMP alias for tests under edit
-_checksum, _checksum_bytes = checksum, checksum_bytes

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import RNG_STATE_NAME, load
 
-from ..durable import fsync, fsync_tree, remove_paths
+from ..durable import atomic_write_text, fsync, fsync_tree, remove_paths
 from ..errors import ResumeError
 
 __all__ = ['latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_train_state', 'remove_leftovers',
@@ -95,13 +95,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
             discard(final)
         os.replace(tmp, final)
         fsync(ckpt_dir)
-        pointer_tmp = ckpt_dir / f'{_TMP_PREFIX}{POINTER_NAME}'
-        with open(pointer_tmp, 'w') as f:
-            f.write(json.dumps({'dir': name, 'step': step}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(pointer_tmp, ckpt_dir / POINTER_NAME)
-        fsync(ckpt_dir)
+        atomic_write_text(ckpt_dir / POINTER_NAME, json.dumps({'dir': name, 'step': step}))
         done = complete_checkpoints(ckpt_dir)
         for old in done[:-keep] if keep > 0 else []:
             if old != final:
@@ -249,7 +243,9 @@ def remove_leftovers(ckpt_dir: Path) -> None:
     """Remove the ``.tmp_*`` folders and files a killed save or delete left under ``ckpt_dir``."""
     if not ckpt_dir.is_dir():
         return
-    remove_paths(p for p in ckpt_dir.iterdir() if p.name.startswith(_TMP_PREFIX))
+    # .tmp_* checkpoint folders, and the temporary file of a killed latest.json replacement (durable.atomic_write)
+    remove_paths(p for p in ckpt_dir.iterdir()
+                 if p.name.startswith(_TMP_PREFIX) or (p.name.startswith(f'.{POINTER_NAME}.') and p.suffix == '.tmp'))
 
 
 def trim_log(log_file: Path, step: int) -> None:
