@@ -283,10 +283,10 @@ def test_unknown_descendant_and_route(pool_dir):
     path, _ = pool_dir
     with pytest.raises(UnknownDescendantError, match=r"'s99'.*s1\.\.s18"):
         load_pool(path, descendant='s99')
-    with pytest.raises(LearngeneError):
+    with pytest.raises(LearngeneError, match=r"unknown descendant 'resnet50'.*s1\.\.s18"):
         load_pool(path, descendant='resnet50')
     pool = load_pool(path)
-    with pytest.raises(RouteError):
+    with pytest.raises(RouteError, match=r'no stitch layer joins front block 2 to end block 5.*valid'):
         pool(torch.zeros(1, 3, 32, 32), (('tiny', 0, 3), ('base', 5, 6)))
     with pytest.raises(RouteError, match="unknown member 'huge'"):
         pool(torch.zeros(1, 3, 32, 32), (('huge', 0, 6),))

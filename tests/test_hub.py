@@ -234,7 +234,7 @@ def test_push_rejects_bad_targets_and_uploads_only_pool_files(pools, fake_api, t
         timm_learngene.push_to_hub(tmp_path / 'nowhere', 'org/p')
     with pytest.raises(ValueError, match=r"pass revision='v2'"):
         timm_learngene.push_to_hub(pools['A'][0], 'org/p@v2')
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Repo id must use alphanumeric chars.*'not a repo id'"):
         timm_learngene.push_to_hub(pools['A'][0], 'not a repo id')
     assert fake_api.calls == []
     # stray files next to the pool (a pickled checkpoint, logs) stay home

@@ -324,7 +324,7 @@ def test_select_budget_is_inclusive_at_the_boundary():
     spec = get_pool_spec('deit_base_l6')
     # SPEC.md: s1 tiny6 3,048,232 params; s2 10,416,616; s3 10,861,480; s4 17,059,624; s5 17,504,488
     assert select(spec, max_params=3_048_232) == 's1'
-    with pytest.raises(BudgetError):
+    with pytest.raises(BudgetError, match=r'no descendant fits.*max_params=3048231.*smallest is s1'):
         select(spec, max_params=3_048_231)
     assert select(spec, max_params=17_059_624) == 's4'
     assert select(spec, max_params=17_059_623) == 's3'
