@@ -11,7 +11,7 @@ PRESET ?= demo
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench mutants clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,5 +34,18 @@ demo: venv
 bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
+# Mutation testing of the modules that hold the maths ([tool.mutmut] in pyproject.toml) against the fast tests;
+# writes docs/mutants.md (survivors and why each is harmless). Not part of CI.
+mutants: venv
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -rf mutants
+	$(PY) -m mutmut run --max-children 2
+	$(PY) tests/mutation_report.py > docs/mutants.md
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache mutants
+
+# docs/options.md from the recipes' option tables (tests/test_options.py fails when it is out of date).
+.PHONY: options-doc
+options-doc: venv
+	$(PY) -m timm_learngene.recipes.options_doc > docs/options.md

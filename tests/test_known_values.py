@@ -14,7 +14,7 @@ import timm
 import torch
 
 import timm_learngene  # noqa: F401  (registers the models)
-from timm_learngene.pool_file import checksum as _checksum, checksum_bytes as _checksum_bytes
+from timm_learngene.checksum import checksum as _checksum, checksum_bytes as _checksum_bytes
 from timm_learngene.distill import DenseDistiller
 from timm_learngene.evaluation import pareto_front
 from timm_learngene.finetune import DescendantTrainer
