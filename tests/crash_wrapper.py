@@ -9,13 +9,13 @@ the writers the recipe reaches (``torch.save``, safetensors' ``save_file`` as bo
 ``timm_learngene.checkpoint``), so production code carries no test hook. Exits with status 3 if no write matched.
 """
 import fnmatch
+import importlib
 import os
 import signal
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'recipes'))
 sys.path.insert(0, str(ROOT))
 
 
@@ -49,7 +49,7 @@ def main(argv):
             if hasattr(module, name):
                 setattr(module, name, _crashing(getattr(module, name), output, pattern))
 
-    module = __import__(recipe)
+    module = importlib.import_module(f'timm_learngene.recipes.{recipe}')
     module.main(args)
     print(f'crash_wrapper: no write matched {pattern!r}', flush=True)
     sys.exit(3)

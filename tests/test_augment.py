@@ -3,7 +3,6 @@ the recipes run a few steps on on-disk image sets (JPEG ImageFolder, Fashion-MNI
 augmentation, not only on the ``synthetic`` tensors."""
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,9 @@ from timm_learngene.data.augment import POSTERIZE_OPS, _augment_ops
 from timm_learngene.errors import DatasetError, TransformError
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec
 from timm_learngene.training.cli import run_cli
-from timm_learngene.training.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'recipes' / 'configs'
-sys.path.insert(0, str(ROOT / 'recipes'))
 
 TRANSFORM_KEYS = ('dataset', 'aug_scale', 'hflip', 'color_jitter', 'auto_augment', 're_prob', 'crop_pct',
                   'interpolation')
@@ -33,7 +30,7 @@ PIPELINE_SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers')
 
 def _recipe(name):
     import importlib
-    return importlib.import_module(name)
+    return importlib.import_module(f'timm_learngene.recipes.{name}')
 
 
 def _shipped_configs():
@@ -60,9 +57,14 @@ def _shipped_configs():
 def _resolved(module_name, options):
     """The config a recipe resolves from ``options`` (through its own parser and defaults)."""
     module = _recipe(module_name)
-    cfg = parse_config([], dict(module.DEFAULTS, **{k: v for k, v in options.items() if k in module.DEFAULTS}),
-                       module_name)
-    return vars(cfg)
+    options = {k: v for k, v in options.items() if k in module.OPTIONS}
+    # what the pipeline adds to a stage (the transforms do not depend on it): finetune and evaluate need a pool,
+    # KD needs a teacher
+    if 'pool' in module.OPTIONS and not options.get('pool') and not options.get('anchors'):
+        options['pool'] = 'POOL'
+    if options.get('kd_weight') and not (options.get('teacher') or options.get('teacher_checkpoint')):
+        options['teacher_checkpoint'] = 'ANCESTRY'
+    return vars(module.OPTIONS.resolve(options, source=module_name))
 
 
 def _transform_key(cfg):
@@ -192,10 +194,7 @@ def _toy_spec(in_chans, num_classes):
 
 def _run_chain(tmp_path, data_args, in_chans, num_classes, recipe_options):
     """train_vit -> distill -> finetune -> evaluate, two steps each, with the given recipe options."""
-    import distill
-    import evaluate
-    import finetune
-    import train_vit
+    from timm_learngene.recipes import distill, evaluate, finetune, train_vit
     common = ['--num-workers', '0', '--batch-size', '6', '--max-steps', '2', '--log-every', '1', '--no-fused-attn']
     anc = tmp_path / 'ancestry'
     model_args = dict(embed_dim=32, depth=4, num_heads=2, img_size=32, patch_size=8, in_chans=in_chans,

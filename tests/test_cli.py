@@ -23,8 +23,7 @@ def test_bad_input_is_one_line_from_the_shell(tmp_path):
 
 
 def test_dataset_error_is_one_line(tmp_path, capsys, monkeypatch):
-    sys.path.insert(0, str(ROOT / 'recipes'))
-    import train_vit
+    from timm_learngene.recipes import train_vit
     monkeypatch.delenv('TIMM_LEARNGENE_TRACEBACK', raising=False)
     from accelerate.state import AcceleratorState, PartialState
     try:

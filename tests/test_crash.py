@@ -27,6 +27,7 @@ from timm.models import save_for_hf
 from timm_learngene.checkpoint import load_pool
 from timm_learngene.errors import CheckpointError, ResumeError
 from timm_learngene.finetune import RouteSampler
+from timm_learngene.recipes import distill, finetune
 from timm_learngene.training.loop import (
     NonFiniteLossError, cosine_schedule, fit, latest_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
 )
@@ -37,7 +38,6 @@ from test_descendants import _ft_args
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / 'recipes'
 WRAPPER = Path(__file__).resolve().parent / 'crash_wrapper.py'
-sys.path.insert(0, str(RECIPES))
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, 'SIGKILL'), reason='needs POSIX SIGKILL')
 
@@ -140,7 +140,6 @@ def _dargs(out, teacher_dir, *extra):
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory, teacher_dir):
     """An uninterrupted distill run, in-process: the reference every interrupted run must reproduce."""
-    import distill
     out = tmp_path_factory.mktemp('straight')
     distill.main(_dargs(out, teacher_dir))
     _reset()
@@ -150,7 +149,6 @@ def straight(tmp_path_factory, teacher_dir):
 # ---- determinism ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_same_seed_same_config_gives_identical_weights(tmp_path, straight, teacher_dir):
-    import distill
     distill.main(_dargs(tmp_path, teacher_dir))
     _assert_same_weights(straight, tmp_path)
 
@@ -158,7 +156,6 @@ def test_same_seed_same_config_gives_identical_weights(tmp_path, straight, teach
 # ---- kill -9 at a random step --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_distill_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, straight, teacher_dir):
-    import distill
     rng = random.Random(8)
     step = rng.randint(2, STEPS - 5)
     out = tmp_path / 'run'
@@ -174,7 +171,6 @@ def test_distill_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, s
 
 @pytest.mark.slow
 def test_finetune_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, straight, teacher_dir):
-    import finetune
     # finetune never opens the ancestry path a pool records: name it (the last --teacher-checkpoint wins)
     args = ('--max-steps', str(FT_STEPS), '--checkpoint-every', '2', '--teacher-checkpoint', str(teacher_dir))
     finetune.main(_ft_args(straight, tmp_path / 'a', *args))
@@ -191,7 +187,6 @@ def test_finetune_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, 
 # ---- kill -9 inside a write ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_kill_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path, straight, teacher_dir):
-    import distill
     k = 4
     half = f'.tmp_step_{k:08d}'
     _crash_in_write('distill', f'checkpoints/{half}/optimizer.bin', _dargs(tmp_path, teacher_dir))
@@ -209,7 +204,6 @@ def test_kill_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path,
 
 @pytest.mark.slow
 def test_kill_while_writing_the_pool_is_not_a_finished_pool(tmp_path, straight, teacher_dir):
-    import distill
     _crash_in_write('distill', '*pool*', _dargs(tmp_path, teacher_dir))
     with pytest.raises(CheckpointError):
         load_pool(tmp_path / 'pool')

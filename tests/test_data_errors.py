@@ -308,18 +308,16 @@ def test_bad_images_value_is_validated(tmp_path, value):
         _build(dict(dataset='synthetic', bad_images=value))
 
 
-def test_recipes_have_the_bad_images_flag(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / 'recipes'))
-    import distill
-    import evaluate
-    import finetune
-    import pipeline
-    import train_vit
-    from timm_learngene.training.config import parse_config
+def test_recipes_have_the_bad_images_flag():
+    from timm_learngene.recipes import distill, evaluate, finetune, pipeline, train_vit
     assert 'bad_images' in pipeline.SHARED
     for module in (train_vit, distill, finetune, evaluate):
-        assert module.DEFAULTS['bad_images'] == 'error'
-        assert parse_config(['--bad-images', 'skip'], module.DEFAULTS, 'x').bad_images == 'skip'
+        assert module.OPTIONS['bad_images'].default == 'error'
+        assert module.parse_args(['--pool', 'x', '--bad-images', 'skip'] if 'pool' in module.OPTIONS else
+                                 ['--bad-images', 'skip']).bad_images == 'skip'
+        with pytest.raises(SystemExit) as e:
+            module.parse_args(['--bad-images', 'ignore'])
+        assert e.value.code == 2
 
 
 # --- Fashion-MNIST ---------------------------------------------------------------------------------------------

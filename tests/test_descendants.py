@@ -1,7 +1,5 @@
 """Stitch initialisation, joint finetuning, evaluation, budget selection and the SN-Net baseline."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -11,15 +9,13 @@ from timm.models import save_for_hf
 
 import timm_learngene
 from timm_learngene.errors import PoolSpecError
+from timm_learngene.recipes import evaluate, finetune
 from timm_learngene.select import BudgetError, select
 from timm_learngene.snnet import anchor_pool, anchor_spec
 from timm_learngene.spec import enumerate_descendants, member_params, stitch_positions
 from timm_learngene.stitch_init import init_stitches, lstsq_affine, member_features, ridge_compose
 
 from conftest import tiny_spec
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'recipes'))
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +142,6 @@ def _ft_args(src, out, *extra):
 
 def test_finetune_never_opens_a_path_from_the_pool_config(distilled, tmp_path, monkeypatch):
     """The pool's recipe names its ancestry folder; finetune shows it as a hint but does not load it."""
-    import finetune
     opened = []
     monkeypatch.setattr(finetune, 'load_ancestry', lambda *a, **kw: opened.append(a))
     args = _ft_args(distilled, tmp_path, '--max-steps', '1')
@@ -160,7 +155,6 @@ def test_finetune_never_opens_a_path_from_the_pool_config(distilled, tmp_path, m
 @pytest.mark.slow
 @pytest.mark.parametrize('init', ['lstsq', 'learngene', 'transpose'])
 def test_finetune_two_steps_for_each_init(tmp_path, distilled, init):
-    import finetune
     before = load_file(distilled / 'pool' / 'model.safetensors')
     pool = finetune.main(_ft_args(distilled, tmp_path, '--stitch-init', init, '--max-steps', '2'))
     after = load_file(tmp_path / 'pool' / 'model.safetensors')
@@ -176,7 +170,6 @@ def test_finetune_two_steps_for_each_init(tmp_path, distilled, init):
 
 @pytest.mark.slow
 def test_finetune_stitches_mode_keeps_the_learngenes(tmp_path, distilled):
-    import finetune
     before = load_file(distilled / 'pool' / 'model.safetensors')
     finetune.main(_ft_args(distilled, tmp_path, '--train', 'stitches', '--max-steps', '3', '--kd-weight', '0',
                            '--ce-weight', '1'))
@@ -189,7 +182,6 @@ def test_finetune_stitches_mode_keeps_the_learngenes(tmp_path, distilled):
 
 @pytest.mark.slow
 def test_finetune_resume_equals_straight_run(tmp_path, distilled, monkeypatch):
-    import finetune
     finetune.main(_ft_args(distilled, tmp_path / 'a', '--max-steps', '4'))
     _reset()
     finetune.main(_ft_args(distilled, tmp_path / 'b', '--max-steps', '4', '--stop-after', '2'))
@@ -229,7 +221,6 @@ def test_route_sampler_is_seeded_and_resumable():
 @pytest.mark.slow
 def test_evaluate_writes_one_row_per_descendant_and_the_pool_metrics(tmp_path, distilled):
     import shutil
-    import evaluate
     pool_dir = tmp_path / 'pool'
     shutil.copytree(distilled / 'pool', pool_dir)
     rows = evaluate.main(['--pool', str(pool_dir), '--dataset', 'synthetic', '--eval-limit', '24',
@@ -293,7 +284,6 @@ def test_snnet_deit_anchor_spec_has_71_descendants_and_the_released_sizes():
 
 @pytest.mark.slow
 def test_snnet_pool_from_anchor_folders_runs_the_same_finetune(tmp_path):
-    import finetune
     paths = []
     for name, width, heads in (('tiny', 16, 2), ('small', 24, 3), ('base', 32, 4)):
         torch.manual_seed(width)

@@ -17,7 +17,6 @@ from timm_learngene.errors import PoolSpecError
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'recipes'))
 
 
 def _spec(classes=5):
@@ -133,7 +132,7 @@ def _args(out, teacher_dir, *extra):
 
 @pytest.mark.slow
 def test_recipe_resume_equals_straight_run(tmp_path, teacher_dir):
-    import distill
+    from timm_learngene.recipes import distill
     distill.main(_args(tmp_path / 'a', teacher_dir, '--max-steps', '4', '--no-eval'))
     straight = tmp_path / 'a' / 'pool'
     from accelerate.state import AcceleratorState, PartialState
@@ -164,8 +163,7 @@ def test_two_process_run_ends_with_identical_weights(tmp_path, teacher_dir):
     script = tmp_path / 'run.py'
     script.write_text(
         'import sys, torch\n'
-        f'sys.path.insert(0, {str(ROOT / "recipes")!r})\n'
-        'import distill\n'
+        'from timm_learngene.recipes import distill\n'
         'from accelerate import PartialState\n'
         'out = sys.argv[1]\n'
         f'args = {_args(tmp_path / "ddp", teacher_dir, "--max-steps", "3", "--cpu")!r}\n'

@@ -3,7 +3,6 @@ import csv
 import gzip
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,10 @@ import yaml
 
 import timm_learngene
 from timm_learngene.data.fashion_mnist import FASHION_MNIST_DIR, FashionMNIST, find_fashion_mnist, read_idx
+from timm_learngene.recipes import distill, evaluate, finetune, pipeline, train_vit
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec
-from timm_learngene.training.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / 'recipes'))
 
 
 def _write_idx(path: Path, array: np.ndarray, gz: bool = True):
@@ -81,22 +79,58 @@ def test_real_fashion_mnist_files():
     assert read_idx(FASHION_MNIST_DIR / 't10k-images-idx3-ubyte.gz').shape == (10000, 28, 28)
 
 
-def test_demo_preset_options_are_valid_for_every_recipe():
-    import distill
-    import evaluate
-    import finetune
-    import pipeline
-    import train_vit
-    preset = pipeline.load_preset(pipeline.parse_args([]))
+def _argv(options):
+    """The command line that means ``options``: ``{'max_steps': 4, 'eval': False}`` -> ``--max-steps 4 --no-eval``."""
+    argv = []
+    for k, v in options.items():
+        flag = '--' + k.replace('_', '-')
+        if isinstance(v, bool):
+            argv.append(flag if v else '--no-' + k.replace('_', '-'))
+        elif isinstance(v, (list, tuple)):
+            argv += [flag, ','.join(str(x) for x in v)]
+        elif isinstance(v, dict):
+            argv += [flag, json.dumps(v)]
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
+@pytest.mark.parametrize('preset_name', ['demo', 'replication'])
+def test_preset_stages_get_the_config_of_the_equivalent_command_line(preset_name):
+    """A stage's config, resolved from the preset's dicts through the recipe's option table, is the config the
+    recipe parses from the equivalent flags; every value keeps its type and value."""
+    preset = pipeline.load_preset(pipeline.parse_args(['--preset', preset_name]))
     shared = {k: preset[k] for k in pipeline.SHARED if k in preset}
-    for stage, module, extra in (('ancestry', train_vit, {}), ('distill', distill, {}),
-                                 ('finetune', finetune, {'pool': 'x'}), ('evaluate', evaluate, {'pool': 'x'})):
-        opts = dict({k: v for k, v in shared.items() if k in module.DEFAULTS}, **preset[stage], **extra)
-        unknown = set(opts) - set(module.DEFAULTS)
-        assert not unknown, (stage, unknown)
-        cfg = parse_config(pipeline.to_argv(opts), module.DEFAULTS, stage)  # every value parses as its flag
-        assert {k: getattr(cfg, k) for k in preset[stage] if k != 'model_args'} == {
-            k: v for k, v in preset[stage].items() if k != 'model_args'}
+    stages = [('ancestry', train_vit, {}), ('distill', distill, {}), ('finetune', finetune, {'pool': 'x'}),
+              ('evaluate', evaluate, {'pool': 'x'})]
+    stages += [(f'replication.{arm}', train_vit, {'teacher_checkpoint': 'x'} if arm == 'direct' else {})
+               for arm in ('anchor', 'direct') if arm in preset.get('replication', {})]
+    for stage, module, extra in stages:
+        section = preset['replication'][stage.split('.')[1]] if '.' in stage else preset[stage]
+        options = dict(section, **extra)
+        cfg = pipeline.stage_config(module, shared, options)
+        flags = {k: v for k, v in shared.items() if k in module.OPTIONS}
+        assert cfg == module.parse_args(_argv(dict(flags, **options))), stage
+        assert {k: getattr(cfg, k) for k in options} == options, stage
+        for k, v in options.items():
+            assert type(getattr(cfg, k)) is type(module.OPTIONS[k].default), (stage, k)
+
+
+def test_pipeline_stage_options_are_checked_before_any_stage_runs(tmp_path):
+    preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').read_text())
+    preset['finetune']['stitch_init'] = 'lstq'
+    path = tmp_path / 'bad.yaml'
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(timm_learngene.LearngeneError, match="'finetune'.*stitch_init.*did you mean 'lstsq'"):
+        pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(timm_learngene.LearngeneError, match="unknown option 'epoch'; did you mean 'epochs'"):
+        pipeline.main(['--set', 'distill.epoch=3', '--output', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
+
+
+def test_demo_preset_matches_its_pool_spec():
+    preset = pipeline.load_preset(pipeline.parse_args([]))
     spec = PoolSpec.from_any(preset['distill']['pool'])
     anc = preset['ancestry']['model_args']
     assert (spec.distill.teacher_width, spec.distill.teacher_depth) == (anc['embed_dim'], anc['depth'])
@@ -106,7 +140,6 @@ def test_demo_preset_options_are_valid_for_every_recipe():
 
 @pytest.mark.slow
 def test_pipeline_end_to_end_at_toy_size(tmp_path):
-    import pipeline
     data = _fake_fashion_mnist(tmp_path / 'fm')
     spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 3), MemberSpec('base', 32, 2, 3)), img_size=32, patch_size=8,
                     in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 4, (0, 1, 2), (0, 2, 3)))
@@ -137,7 +170,6 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
 
 @pytest.mark.slow
 def test_replication_arms_end_to_end_at_toy_size(tmp_path):
-    import pipeline
     data = _fake_fashion_mnist(tmp_path / 'fm', n_train=96, n_test=32)
     spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 2), MemberSpec('base', 32, 2, 2)), img_size=32, patch_size=8,
                     in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 3, (0, 1), (0, 2)))

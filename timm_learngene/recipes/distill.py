@@ -1,0 +1,108 @@
+"""Distill an ancestry ViT into every member of a learngene pool, in one pass, and write the pool folder.
+
+    accelerate launch recipes/distill.py --config recipes/configs/deit_base_l6.yaml --data-dir /data/imagenet
+    python recipes/distill.py --config recipes/configs/fashion_mnist.yaml --teacher-checkpoint out/ancestry/model
+    python recipes/distill.py --config ... --resume out/distill      # continue a stopped run
+
+Outputs under ``--output``: ``config.yaml`` (the resolved config), ``log.jsonl``, ``checkpoints/`` and ``pool/``
+(model.safetensors + config.json, loadable with ``timm.create_model('local-dir:OUT/pool', descendant='s3',
+pretrained=True)``).
+"""
+from pathlib import Path
+from typing import Optional, Sequence
+
+import timm
+from accelerate.utils import set_seed
+from timm.layers import set_fused_attn
+
+from ..ancestry import load_ancestry
+from ..checkpoint import save_pool
+from ..data import build_mixup
+from ..distill import DenseDistiller
+from ..spec import PoolSpec
+from ..training.loop import finish, fit, make_accelerator
+from ..training.metrics import accuracy
+from ..training.options import (
+    AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
+    save_config,
+)
+from ..training.setup import prepare_run
+
+__all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
+
+OPTIONS = OptionTable([
+    Option('pool', NAME_OR_JSON, 'deit_base_l6', 'the pool to distill into: a registered spec name or the spec as '
+           'JSON (PoolSpec.to_json)', group='model'),
+    Option('img_size', int, 0, "input size, overriding the spec's (0 = the spec's)", group='model'),
+    Option('num_classes', int, 0, "classifier outputs, overriding the spec's (0 = the spec's)", group='model'),
+    Option('in_chans', int, 0, "input channels, overriding the spec's (0 = the spec's)", group='model'),
+    *MODEL, *DATA,
+    *pick(DISTILLATION, 'teacher', 'teacher_checkpoint'),
+    Option('alpha', float, 0.1, "loss = alpha * CE + (1 - alpha) * (KD + beta_block * block MSE + beta_attn * "
+           'attention MSE), per member', group='distillation'),
+    *pick(DISTILLATION, 'temperature'),
+    Option('beta_block', float, 1.0, "weight of the MSE between the member's transformed block outputs and the "
+           "teacher's", group='distillation'),
+    Option('beta_attn', float, 1.0, "weight of the MSE between the member's transformed attention outputs and the "
+           "teacher's", group='distillation'),
+    *OPTIMIZATION, *AUGMENTATION, *RUN,
+], __doc__, defaults=dict(teacher='deit_base_patch16_224', output='out/distill'))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    return OPTIONS.parse(argv)
+
+
+def build_pool(cfg):
+    """The learngene pool of ``cfg.pool`` with the ``img_size``/``num_classes``/``in_chans`` overrides."""
+    spec = PoolSpec.from_any(cfg.pool)
+    overrides = {k: getattr(cfg, k) for k in ('img_size', 'num_classes', 'in_chans') if getattr(cfg, k)}
+    return timm.create_model('learngene_pool', pool=spec.replace(**overrides), drop_path_rate=cfg.drop_path)
+
+
+def run(cfg):
+    """Distill; returns the distilled pool (the folder is OUTPUT/pool)."""
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    out = Path(cfg.output)
+    if accelerator.is_main_process:
+        save_config(cfg, out / 'config.yaml')
+
+    pool = build_pool(cfg)
+    spec = pool.pool_spec
+    teacher = load_ancestry(cfg.teacher, cfg.teacher_checkpoint or None)
+    distiller = DenseDistiller(pool, teacher, alpha=cfg.alpha, temperature=cfg.temperature,
+                               beta_block=cfg.beta_block, beta_attn=cfg.beta_attn,
+                               smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
+    prep = prepare_run(cfg, accelerator, distiller, pool.named_parameters(), pool.no_weight_decay(),
+                       img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    distiller = prep.model
+    core = accelerator.unwrap_model(distiller)
+
+    def loss_fn(model, x, y, step):
+        return model(x, y)
+
+    def evaluate(epoch):
+        if prep.eval_loader is None:
+            return {}
+        distiller.eval()
+        with accelerator.autocast():
+            return accuracy(accelerator, core.evaluate_logits, prep.eval_loader)
+
+    accelerator.print(f'distilling {cfg.teacher_checkpoint or cfg.teacher} into {[m.label for m in spec.members]} '
+                      f'({prep.total_steps} steps, {prep.steps_per_epoch} per epoch, {accelerator.num_processes} '
+                      f'process(es))')
+    fit(cfg, accelerator, distiller, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
+        evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), desc='distill')
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_pool(core.pool, out / 'pool', recipe={'distill': dict(vars(cfg))})
+        accelerator.print(f'pool written to {out / "pool"}')
+    finish(accelerator)
+    return core.pool
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """``run(parse_args(argv))``."""
+    return run(parse_args(argv))

@@ -1,0 +1,165 @@
+"""Initialise the stitch layers of a pool and finetune all its descendants jointly, then write the pool folder.
+
+    accelerate launch recipes/finetune.py --pool out/distill/pool --stitch-init learngene --data-dir /data/imagenet
+    # SN-Net baseline, same harness: a pool of independently trained anchors, lstsq stitches
+    accelerate launch recipes/finetune.py --stitch-init lstsq --teacher deit_base_patch16_224 \\
+        --anchors deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224 --data-dir /data/imagenet
+
+One descendant per step, drawn from a seeded generator (the same on every process); loss
+``ce_weight * CE + kd_weight * KD`` from the ancestry. ``--train all`` trains blocks and stitch layers (the paper),
+``--train stitches`` only the stitch layers (the pool's blocks stay the distilled learngenes).
+Outputs under ``--output``: config.yaml, log.jsonl, checkpoints/, pool/.
+"""
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import timm
+import torch
+from accelerate.utils import set_seed
+from timm.layers import set_fused_attn
+
+from ..ancestry import load_ancestry
+from ..checkpoint import load_pool, read_pool_config, save_pool
+from ..data import build_dataset, build_mixup
+from ..errors import ConfigError
+from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, set_trainable
+from ..snnet import anchor_pool
+from ..stitch_init import STITCH_INITS, init_stitches
+from ..training.loop import finish, fit, latest_checkpoint, make_accelerator
+from ..training.metrics import accuracy
+from ..training.options import (
+    AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable, save_config,
+)
+from ..training.setup import prepare_run
+
+__all__ = ['OPTIONS', 'parse_args', 'run', 'main']
+
+
+def _check(cfg) -> None:
+    if bool(cfg.pool) == bool(cfg.anchors):
+        raise ConfigError('finetune: pass exactly one of --pool FOLDER (a distilled pool) or --anchors A,B,C '
+                          '(SN-Net)')
+
+
+OPTIONS = OptionTable([
+    Option('pool', str, '', "a pool folder to finetune (distill's OUTPUT/pool); or give --anchors", group='model'),
+    Option('anchors', List[str], [], 'SN-Net instead of --pool: the anchor models '
+           '(timm names, local-dir:/hf-hub: names or model folders), comma-separated, each one a member',
+           group='model'),
+    Option('stitch_init', str, 'lstsq', "how the stitch layers start: lstsq (least squares on --init-images "
+           'training images), learngene (data-free, from the distillation transforms), transpose (the released '
+           "code's rule), none (keep the pool's stitch layers)", choices=STITCH_INITS + ('none',),
+           group='finetune'),
+    Option('init_images', int, 100, 'training images (without augmentation) the lstsq init fits on',
+           group='finetune'),
+    Option('ridge_lambda', float, 0.01, 'ridge regularisation of the learngene init (composing two transforms)',
+           group='finetune'),
+    Option('train', str, 'all', 'what is trained: all (blocks and stitch layers, the paper) or stitches (only the '
+           'stitch layers; the blocks stay the distilled learngenes)', choices=TRAIN_MODES, group='finetune'),
+    *DATA,
+    replace(DISTILLATION[0], help=DISTILLATION[0].help + " ('' with no --teacher-checkpoint = the timm model the "
+            "pool's distill recipe names)"),
+    *DISTILLATION[1:], *OPTIMIZATION, *AUGMENTATION, *RUN,
+], __doc__, check=_check, defaults=dict(
+    epochs=50, lr=1e-4,  # the paper: 50 epochs, no mixup
+    mixup=0.0, cutmix=0.0,
+    output='out/finetune', eval=False,
+))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    return OPTIONS.parse(argv)
+
+
+def _teacher(cfg, recipe):
+    """The KD ancestry: --teacher/--teacher-checkpoint, else the timm model the pool's recipe names.
+
+    A path recorded in a pool's config.json is never opened (the pool may come from a stranger): it is only
+    shown as a hint, and a recorded model name is used only if it is in timm's registry."""
+    if not cfg.kd_weight:
+        return None
+    name, ckpt = cfg.teacher, cfg.teacher_checkpoint
+    if not name and not ckpt:
+        distill = recipe.get('distill') if isinstance(recipe, dict) else None
+        distill = distill if isinstance(distill, dict) else {}
+        recorded, hint = distill.get('teacher'), distill.get('teacher_checkpoint')
+        if isinstance(recorded, str) and timm.is_model(recorded) and not hint:
+            name = recorded
+        else:
+            where = f' (the pool was distilled from {hint!r})' if isinstance(hint, str) and hint else ''
+            raise ConfigError(f'finetune: KD needs the ancestry{where}; pass --teacher NAME or --teacher-checkpoint '
+                              f'PATH, or --kd-weight 0 for labels only')
+    return load_ancestry(name, ckpt or None)
+
+
+def run(cfg):
+    """Finetune; returns the finetuned pool (the folder is OUTPUT/pool)."""
+    set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
+    accelerator = make_accelerator(cfg, find_unused_parameters=True)
+    set_seed(cfg.seed)
+    out = Path(cfg.output)
+    if accelerator.is_main_process:
+        save_config(cfg, out / 'config.yaml')
+
+    if cfg.pool:
+        recipe = read_pool_config(cfg.pool).get('recipe') or {}
+        pool = load_pool(cfg.pool)
+    else:
+        recipe = {}
+        pool = anchor_pool(cfg.anchors)
+    spec = pool.pool_spec
+    # a resumed run restores the stitch layers from its checkpoint; one killed before its first checkpoint
+    # starts over and initialises them like a fresh run
+    if cfg.stitch_init != 'none' and not (cfg.resume and latest_checkpoint(cfg.resume) is not None):
+        images = None
+        if cfg.stitch_init == 'lstsq':
+            calib = build_dataset(vars(cfg), 'train', spec.img_size, spec.in_chans, spec.num_classes, augment=False)
+            idx = torch.randperm(len(calib), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.init_images]
+            images = torch.stack([calib[int(i)][0] for i in idx])
+        solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda)
+        accelerator.print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
+    routes = set_trainable(pool, cfg.train)
+    trainer = DescendantTrainer(pool, _teacher(cfg, recipe), cfg.ce_weight, cfg.kd_weight, cfg.temperature,
+                                smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
+    sampler = RouteSampler(routes, seed=cfg.seed)
+    prep = prepare_run(cfg, accelerator, trainer, pool.named_parameters(), pool.no_weight_decay(),
+                       img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    trainer = prep.model
+    core = accelerator.unwrap_model(trainer)
+
+    current = {}
+
+    def loss_fn(model, x, y, step):
+        # one route per optimizer step: drawn on the first micro-batch, kept through the accumulation
+        if step not in current:
+            current.clear()
+            current[step] = sampler.draw()
+        return model(x, y, current[step])
+
+    def evaluate(epoch):
+        if prep.eval_loader is None:
+            return {}
+        trainer.eval()
+        with accelerator.autocast():
+            return accuracy(accelerator, lambda x: {d.name: core.pool(x, d.route) for d in core.pool.descendants},
+                            prep.eval_loader)
+
+    accelerator.print(f'finetuning {len(routes)} descendants of {spec.name!r} ({cfg.train}), {prep.total_steps} '
+                      f'steps, {accelerator.num_processes} process(es)')
+    fit(cfg, accelerator, trainer, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
+        evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), extra_state=[sampler], desc='finetune')
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        recipe = dict(recipe, finetune=json.loads(json.dumps(vars(cfg), default=str)))
+        core.pool.metrics = {}  # accuracies measured before finetuning no longer hold
+        save_pool(core.pool, out / 'pool', recipe=recipe)
+        accelerator.print(f'pool written to {out / "pool"}')
+    finish(accelerator)
+    return core.pool
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    """``run(parse_args(argv))``."""
+    return run(parse_args(argv))
