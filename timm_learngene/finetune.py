@@ -1,37 +1,95 @@
-"""Joint finetuning of every descendant of a pool (SPEC step 7): one route per step, drawn from a seeded
-generator that every process advances identically, loss ``ce_weight * CE + kd_weight * KD`` from the ancestry."""
-from typing import Dict, List, Optional, Sequence
+"""Joint finetuning of every descendant of a pool (SPEC step 7).
+
+Each optimizer step trains ``per_step`` routes drawn by a :class:`RouteSampler` from a seeded generator that every
+process advances identically (so data-parallel processes train the same routes); the sandwich rule of slimmable
+networks (:func:`sandwich_routes`) puts the smallest and the largest member alone in every step, so the stitched
+routes that share a member's blocks and head cannot drag it down unopposed. :class:`DescendantTrainer` runs the
+ancestry once per batch and averages ``ce_weight * CE + kd_weight * KD`` over the step's routes.
+"""
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .losses import label_kd_loss
 from .models.learngene_pool import LearngenePool
-from .spec import Route
+from .spec import DescendantInfo, PoolSpec, Route, enumerate_descendants
 
-__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'set_trainable']
+__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'set_trainable', 'sandwich_routes']
 
 TRAIN_MODES = ('all', 'stitches')
 
 
 class RouteSampler:
-    """Draws one descendant route per step from a seeded generator; its state is saved in checkpoints, and the
-    same seed gives the same sequence on every process (so DDP syncs gradients of one route)."""
+    """Draws the routes of each optimizer step from a seeded generator.
 
-    def __init__(self, routes: Sequence[Route], seed: int = 0):
+    ``draw_step()`` returns the ``always`` routes (in the order given) followed by ``per_step - len(always)``
+    distinct other routes drawn uniformly without replacement. The same seed gives the same sequence on every
+    process, so data-parallel processes train the same routes; :meth:`state_dict` (the generator state, one uint8
+    tensor) goes into training checkpoints so a resumed run continues the sequence.
+
+    Raises ValueError when ``routes`` is empty or repeats a route, when an ``always`` route is not among ``routes``
+    or is repeated, and when ``per_step`` is below 1, below ``len(always)`` or above ``len(routes)``.
+    """
+
+    def __init__(self, routes: Sequence[Route], seed: int = 0, per_step: int = 1, always: Sequence[Route] = ()):
         if not routes:
             raise ValueError('no routes to train')
         self.routes = list(routes)
+        self.always = list(always)
+        n = len(self.routes)
+        if any(self.routes.count(r) > 1 for r in self.routes):
+            raise ValueError(f'routes to train must be distinct, got {self.routes}')
+        if isinstance(per_step, bool) or not isinstance(per_step, int) or per_step < 1:
+            raise ValueError(f'routes per step must be a whole number >= 1, got {per_step!r}')
+        if per_step > n:
+            raise ValueError(f'{per_step} routes per step, but there are only {n} routes to train; set routes per '
+                             f'step to at most {n}')
+        for r in self.always:
+            if r not in self.routes:
+                raise ValueError(f'route {r} is to be drawn in every step but is not one of the routes to train (in '
+                                 f"'stitches' mode only stitched routes train, so a member alone cannot be one); "
+                                 f'drop it from the always-drawn routes')
+            if self.always.count(r) > 1:
+                raise ValueError(f'route {r} is listed twice in the always-drawn routes {self.always}')
+        if len(self.always) > per_step:
+            raise ValueError(f'{len(self.always)} routes are drawn in every step ({self.always}), more than the '
+                             f'{per_step} routes per step; set routes per step to at least {len(self.always)}')
+        self.per_step = per_step
+        self._others = [r for r in self.routes if r not in self.always]
         self.generator = torch.Generator().manual_seed(seed)
 
-    def draw(self) -> Route:
-        return self.routes[int(torch.randint(len(self.routes), (1,), generator=self.generator))]
+    def draw_step(self) -> List[Route]:
+        """The routes of the next optimizer step: the ``always`` routes, then the drawn ones."""
+        k = self.per_step - len(self.always)
+        if k == 1:  # one uniform draw, as draw() always made (per_step=1 keeps the sequences of earlier runs)
+            drawn = [int(torch.randint(len(self._others), (1,), generator=self.generator))]
+        elif k > 1:
+            drawn = torch.randperm(len(self._others), generator=self.generator)[:k].tolist()
+        else:
+            drawn = []
+        return self.always + [self._others[i] for i in drawn]
 
-    def state_dict(self):
+    def draw(self) -> Route:
+        """The one route of the next step, for a sampler of one route per step."""
+        if self.per_step != 1:
+            raise ValueError(f'draw() gives one route, but this sampler draws {self.per_step} per step; call '
+                             f'draw_step()')
+        return self.draw_step()[0]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
         return {'generator': self.generator.get_state()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state['generator'])
+
+
+def sandwich_routes(pool: Union[LearngenePool, PoolSpec]) -> List[Route]:
+    """The routes of the smallest and the largest member alone (fewest and most MACs, ties by params); one route
+    for a pool of one member. Pass them as :class:`RouteSampler`'s ``always``."""
+    infos = pool.descendants if isinstance(pool, LearngenePool) else enumerate_descendants(pool)
+    alone = [d.route for d in infos if len(d.route) == 1]  # ranked by MACs, so the ends are smallest and largest
+    return alone[:1] if alone[0] == alone[-1] else [alone[0], alone[-1]]
 
 
 def set_trainable(pool: LearngenePool, mode: str) -> List[Route]:
@@ -50,7 +108,13 @@ def set_trainable(pool: LearngenePool, mode: str) -> List[Route]:
 
 
 class DescendantTrainer(nn.Module):
-    """The pool and an optional frozen ancestry; ``forward(x, y, route)`` returns ``total``, ``ce``, ``kd``."""
+    """The pool and an optional frozen ancestry; ``forward(x, y, route_or_routes)`` returns the finetuning loss.
+
+    Each route's loss is ``ce_weight * CE + kd_weight * KD`` (:func:`~timm_learngene.losses.label_kd_loss`, the
+    ancestry's logits computed once for all routes); the returned ``total`` is their mean, so a learning rate means
+    the same for any number of routes per step. The routes' graphs are all kept until ``total.backward()``, so
+    activation memory grows with the number of routes.
+    """
 
     def __init__(self, pool: LearngenePool, teacher: Optional[nn.Module] = None, ce_weight: float = 0.5,
                  kd_weight: float = 0.5, temperature: float = 1.0, smoothing: float = 0.0):
@@ -64,6 +128,7 @@ class DescendantTrainer(nn.Module):
                 p.requires_grad_(False)
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
         self.temperature, self.smoothing = temperature, smoothing
+        self._names = {d.route: d.name for d in pool.descendants}  # the loss dict's route:<name> keys
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -71,10 +136,45 @@ class DescendantTrainer(nn.Module):
             self.teacher.eval()
         return self
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, route) -> Dict[str, torch.Tensor]:
-        logits = self.pool(x, route)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, route_or_routes) -> Dict[str, torch.Tensor]:
+        """``x``: B x C x H x W; ``y``: B class indices or B x classes soft targets; ``route_or_routes``: one
+        descendant (a route, a name such as ``'s3'`` or a :class:`DescendantInfo`) or a list of them.
+
+        Returns ``total``, ``ce`` and ``kd`` (each the mean over the routes; no ``kd`` without a teacher) and
+        ``route:<name>`` (that route's total, detached, e.g. ``route:s3``) for each route."""
+        routes = _as_routes(route_or_routes)
         t_logits = None
         if self.teacher is not None:
             with torch.no_grad():
                 t_logits = self.teacher(x)
-        return label_kd_loss(logits, y, t_logits, self.ce_weight, self.kd_weight, self.temperature, self.smoothing)
+        sums: Dict[str, torch.Tensor] = {}
+        out: Dict[str, torch.Tensor] = {}
+        for route in routes:
+            losses = label_kd_loss(self.pool(x, route), y, t_logits, self.ce_weight, self.kd_weight,
+                                   self.temperature, self.smoothing)
+            for k, v in losses.items():
+                sums[k] = sums[k] + v if k in sums else v
+            out[f'route:{self._name(route)}'] = losses['total'].detach()
+        n = len(routes)
+        return dict({k: v / n for k, v in sums.items()}, **out)
+
+    def _name(self, route) -> str:
+        if isinstance(route, str):
+            return route
+        if isinstance(route, DescendantInfo):
+            return route.name
+        return self._names[tuple(tuple(seg) for seg in route)]  # the pool has already checked the route
+
+
+def _as_routes(route_or_routes) -> list:
+    """``route_or_routes`` as a list of descendants: a name, a :class:`DescendantInfo` or a route (a sequence of
+    ``(member, first, end)`` segments) is one; a sequence of those is a list."""
+    if isinstance(route_or_routes, (str, DescendantInfo)):
+        return [route_or_routes]
+    items = list(route_or_routes)
+    if not items:
+        raise ValueError('no route given: pass a route, a descendant name, or a non-empty list of them')
+    first = items[0]
+    if isinstance(first, (str, DescendantInfo)):
+        return items  # names or infos (a route's segments are sequences, never strings)
+    return [route_or_routes] if isinstance(first[0], str) else items  # a segment starts with its member's name

@@ -1,0 +1,157 @@
+"""Several routes per optimizer step: the sandwich rule, seeded draws, gradients reach every drawn route, the mean."""
+import pytest
+import timm
+import torch
+
+import timm_learngene  # noqa: F401  (registers the models)
+from timm_learngene.finetune import DescendantTrainer, RouteSampler, sandwich_routes
+from timm_learngene.spec import enumerate_descendants
+
+from conftest import NUM_CLASSES, tiny_spec
+
+
+def _pool(seed=0):
+    torch.manual_seed(seed)
+    return timm.create_model('learngene_pool', pool=tiny_spec(6))
+
+
+def _teacher(seed=1):
+    torch.manual_seed(seed)
+    return timm.create_model('vit_tiny_patch16_224', embed_dim=16, depth=1, num_heads=2, img_size=32, patch_size=8,
+                             num_classes=NUM_CLASSES)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, NUM_CLASSES, (4,), generator=g)
+
+
+def _routes():
+    return [d.route for d in enumerate_descendants(tiny_spec(6))]
+
+
+def test_sandwich_routes_are_the_smallest_and_largest_member_alone():
+    pool = _pool()
+    assert sandwich_routes(pool) == [(('tiny', 0, 6),), (('base', 0, 6),)]
+    assert sandwich_routes(tiny_spec(6)) == sandwich_routes(pool)
+    three = tiny_spec(4, name='three', widths=((16, 2), (24, 3), (32, 4)), names=('tiny', 'small', 'base'))
+    assert sandwich_routes(three) == [(('tiny', 0, 4),), (('base', 0, 4),)]
+    one = tiny_spec(4, name='one', widths=((16, 2),), names=('tiny',), distill=False)
+    assert sandwich_routes(one) == [(('tiny', 0, 4),)]
+
+
+def test_every_step_holds_the_always_routes_and_distinct_others():
+    routes, always = _routes(), sandwich_routes(tiny_spec(6))
+    sampler = RouteSampler(routes, seed=5, per_step=4, always=always)
+    seen = set()
+    for _ in range(200):
+        step = sampler.draw_step()
+        assert step[:2] == always and len(step) == 4 and len(set(step)) == 4
+        seen.update(step[2:])
+    assert seen == set(routes) - set(always)  # every other route comes up
+
+
+def test_same_seed_same_draws_and_the_state_round_trips():
+    routes, always = _routes(), sandwich_routes(tiny_spec(6))
+    a, b = (RouteSampler(routes, seed=3, per_step=5, always=always) for _ in range(2))
+    first = [a.draw_step() for _ in range(6)]
+    assert first == [b.draw_step() for _ in range(6)]
+    other = RouteSampler(routes, seed=4, per_step=5, always=always)
+    assert [other.draw_step() for _ in range(6)] != first
+    state = a.state_dict()
+    assert set(state) == {'generator'} and isinstance(state['generator'], torch.Tensor)
+    nxt = [a.draw_step() for _ in range(6)]
+    c = RouteSampler(routes, seed=99, per_step=5, always=always)
+    c.load_state_dict(state)
+    assert [c.draw_step() for _ in range(6)] == nxt
+
+
+def test_one_route_per_step_keeps_the_earlier_sequence():
+    routes = _routes()
+    g = torch.Generator().manual_seed(7)
+    earlier = [routes[int(torch.randint(len(routes), (1,), generator=g))] for _ in range(10)]
+    sampler = RouteSampler(routes, seed=7)
+    assert [sampler.draw() for _ in range(5)] + [sampler.draw_step()[0] for _ in range(5)] == earlier
+    assert RouteSampler([0, 1, 2], seed=1).draw() in (0, 1, 2)  # any comparable routes, as the loop tests use
+
+
+def test_all_drawn_routes_may_be_always_routes():
+    routes = _routes()
+    sampler = RouteSampler(routes, per_step=2, always=routes[:2])
+    assert all(sampler.draw_step() == routes[:2] for _ in range(3))
+
+
+def test_bad_sampler_settings_are_clear_errors():
+    routes, always = _routes(), sandwich_routes(tiny_spec(6))
+    with pytest.raises(ValueError, match=r'19 routes per step, but there are only 18 routes to train; set routes '
+                                         r'per step to at most 18'):
+        RouteSampler(routes, per_step=19)
+    with pytest.raises(ValueError, match='more than the 1 routes per step; set routes per step to at least 2'):
+        RouteSampler(routes, per_step=1, always=always)
+    with pytest.raises(ValueError, match='not one of the routes to train'):
+        RouteSampler([r for r in routes if len(r) > 1], per_step=3, always=always)
+    with pytest.raises(ValueError, match='listed twice'):
+        RouteSampler(routes, per_step=3, always=[always[0], always[0]])
+    with pytest.raises(ValueError, match='>= 1'):
+        RouteSampler(routes, per_step=0)
+    with pytest.raises(ValueError, match='distinct'):
+        RouteSampler(routes + routes[:1])
+    with pytest.raises(ValueError, match='call draw_step'):
+        RouteSampler(routes, per_step=2).draw()
+
+
+def test_every_drawn_route_receives_gradient_and_no_other_stitch_does():
+    pool = _pool()
+    trainer = DescendantTrainer(pool, _teacher())
+    sampler = RouteSampler(_routes(), seed=0, per_step=4, always=sandwich_routes(pool))
+    x, y = _batch()
+    step = sampler.draw_step()
+    trainer(x, y, step)['total'].backward()
+    used = set()
+    for route in step:
+        for name, p in pool.descendant(route).named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, (route, name)
+            used.add(id(p))
+    stitches = list(pool.stitches.parameters())
+    assert any(id(p) in used for p in stitches)
+    unused = [p for p in stitches if id(p) not in used]
+    assert unused and all(p.grad is None for p in unused)
+
+
+def test_total_is_the_mean_of_the_routes_and_the_teacher_runs_once():
+    pool, teacher = _pool(), _teacher()
+    trainer = DescendantTrainer(pool, teacher, ce_weight=0.3, kd_weight=0.7, temperature=2.0)
+    calls = []
+    handle = teacher.register_forward_hook(lambda *a: calls.append(1))
+    x, y = _batch()
+    names = ['s1', 's3', 's16']
+    routes = [pool.descendants[int(n[1:]) - 1].route for n in names]
+    with torch.no_grad():
+        out = trainer(x, y, routes)
+        assert len(calls) == 1
+        single = [trainer(x, y, r) for r in routes]
+    handle.remove()
+    assert set(out) == {'total', 'ce', 'kd'} | {f'route:{n}' for n in names}
+    for k in ('total', 'ce', 'kd'):
+        torch.testing.assert_close(out[k], sum(s[k] for s in single) / 3)
+    for n, s in zip(names, single):
+        torch.testing.assert_close(out[f'route:{n}'], s['total'])
+        assert set(s) == {'total', 'ce', 'kd', f'route:{n}'}
+
+
+def test_routes_may_be_names_infos_or_lists():
+    pool = _pool()
+    trainer = DescendantTrainer(pool, None, ce_weight=1.0, kd_weight=0.0)
+    x, y = _batch()
+    info = pool.descendants[2]
+    as_list = [list(seg) for seg in info.route]
+    with torch.no_grad():
+        want = trainer(x, y, info.route)['total']
+        for form in ('s3', info, as_list, [info.route], ['s3'], [info], [as_list]):
+            out = trainer(x, y, form)
+            assert set(out) == {'total', 'ce', 'route:s3'}, form
+            torch.testing.assert_close(out['total'], want)
+        both = trainer(x, y, ['s1', info.route])
+    assert set(both) == {'total', 'ce', 'route:s1', 'route:s3'}
+    with pytest.raises(ValueError, match='no route given'):
+        trainer(x, y, [])
