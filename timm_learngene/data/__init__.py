@@ -4,6 +4,10 @@
 ``DATA_DIR/val/<class>/*.jpg``), ``fashion_mnist`` (the IDX files from Debian's package or ``--data-dir``), or
 ``synthetic`` (random images, for tests and benchmarks).
 
+``split``: ``train`` and ``eval`` (the test set: Fashion-MNIST's test files, the folder's ``val/``), and ``val``, a
+seeded validation split carved from the training set for model selection (:mod:`.split`): with ``val_size`` N > 0,
+``train`` is the training set without those N images and ``val`` exactly those N, with evaluation transforms.
+
 ``bad_images`` (``--bad-images``, ``folder`` only): what a file that cannot be decoded does when it is read.
 ``error`` (default) raises DatasetError naming the file and its index; ``skip`` logs one warning per file and uses
 the next readable image in its place (an epoch still has ``len(dataset)`` samples, so a few are seen twice).
@@ -24,13 +28,18 @@ from .augment import build_transform, dataset_stats, guard_posterize
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
+from .split import SplitSubset, check_val_size, split_indices
 
 __all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
-           'TransformError']
+           'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS']
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
+SPLITS = ('train', 'val', 'eval')
+# synthetic validation images come from a generator of their own, apart from the train (seed) and eval (seed + 1)
+# images of any plausible run seed (the CPU generator keeps a seed's low 32 bits only, so no 2**32 offset)
+_SYNTHETIC_VAL_SEED = 0x76616C00
 
 
 class SyntheticImages(torch.utils.data.Dataset):
@@ -51,44 +60,67 @@ class SyntheticImages(torch.utils.data.Dataset):
 
 def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: int, num_classes: int,
                   augment: Optional[bool] = None):
-    """Dataset for ``split`` ('train' or 'eval') from a recipe config; ``augment`` (default: train split only)
+    """Dataset for ``split`` (one of :data:`SPLITS`) from a recipe config; ``augment`` (default: train split only)
     picks training or evaluation transforms.
 
-    Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``bad_images``,
-    ``seed``, and the augmentation keys ``aug_scale``, ``hflip``, ``auto_augment``, ``re_prob``, ``crop_pct``,
-    ``interpolation``. Raises DatasetError when the data is missing, unreadable or empty, when it has more classes
-    than ``num_classes`` (0, a headless model, is not checked), and for ``folder`` when ``train/`` and ``val/`` both
-    exist and have different class folders (checked whichever split is built).
+    Config keys used: ``dataset``, ``data_dir``, ``train_limit``/``eval_limit`` (first N images), ``val_size`` and
+    ``val_seed`` (below), ``bad_images``, ``seed``, and the augmentation keys ``aug_scale``, ``hflip``,
+    ``auto_augment``, ``re_prob``, ``crop_pct``, ``interpolation``.
+
+    ``val_size`` N (default 0, none) holds N training images out of ``train`` and makes them the ``val`` split; which
+    images is decided by a permutation of the whole training set seeded with ``val_seed`` (default 0) alone, so every
+    run seed and every ``train_limit`` holds out the same images. ``train_limit`` then keeps the first N of the
+    remaining training images; ``eval_limit`` applies to ``eval`` only (``val_size`` is the validation split's size).
+    ``synthetic`` data is random, so there is nothing to carve: its ``val`` split is ``val_size`` images of their
+    own (seeded by ``val_seed`` alone) and its ``train`` split is unchanged.
+
+    Raises DatasetError when the data is missing, unreadable or empty, when it has more classes than ``num_classes``
+    (0, a headless model, is not checked), for ``folder`` when ``train/`` and ``val/`` both exist and have different
+    class folders (checked whichever split is built), for split ``val`` with ``val_size`` 0, and when ``val_size`` is
+    not a whole number below the training set's size.
     """
     name = cfg.get('dataset', 'synthetic')
-    if split not in ('train', 'eval'):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     bad_images = cfg.get('bad_images') or 'error'
     if bad_images not in BAD_IMAGES:
         raise DatasetError(f'--bad-images must be one of {", ".join(BAD_IMAGES)}, got {bad_images!r}')
+    val_size = check_val_size(cfg.get('val_size') or 0)
+    val_seed = cfg.get('val_seed') or 0
+    if split == 'val' and not val_size:
+        raise DatasetError("split 'val' is held out of the training set, but val_size is 0: set val_size "
+                           '(--val-size N) to the number of training images to hold out for validation')
     training = split == 'train'
     augment = training if augment is None else augment
-    limit = cfg.get('train_limit' if training else 'eval_limit') or None  # 0 = all
+    limit = cfg.get({'train': 'train_limit', 'eval': 'eval_limit'}.get(split, '')) or None  # 0 = all
     if name == 'synthetic':
+        if split == 'val':
+            return SyntheticImages(val_size, img_size, in_chans, num_classes, seed=_SYNTHETIC_VAL_SEED + val_seed)
         n = limit or (256 if training else 64)
         return SyntheticImages(n, img_size, in_chans, num_classes, seed=cfg.get('seed', 0) + (0 if training else 1))
+    source = 'eval' if split == 'eval' else 'train'  # the split whose files are read
+    carve = source == 'train' and val_size > 0
     tf = build_transform(cfg, img_size, in_chans, augment)
     if name == 'fashion_mnist':
         _check_num_classes(len(FASHION_MNIST_CLASSES), num_classes, "dataset 'fashion_mnist'")
-        ds = FashionMNIST(cfg.get('data_dir'), 'train' if training else 'test', transform=tf, limit=limit)
+        ds = FashionMNIST(cfg.get('data_dir'), 'train' if source == 'train' else 'test', transform=tf,
+                          limit=None if carve else limit)
     elif name == 'folder':
         if not cfg.get('data_dir'):
             raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
-        root = find_split_folder(cfg['data_dir'], split)
-        classes = _same_classes_in_both_splits(cfg['data_dir'], split, root)
+        root = find_split_folder(cfg['data_dir'], source)
+        classes = _same_classes_in_both_splits(cfg['data_dir'], source, root)
         _check_num_classes(len(classes), num_classes, str(root),
                            extra=' or remove class folders from train/ and val/')
         ds = ImageFolder(root, transform=tf, img_mode='L' if in_chans == 1 else 'RGB',
-                         limit=limit)
-        if bad_images == 'skip':
-            ds = SkipBadImages(ds)
+                         limit=None if carve else limit)
     else:
         raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+    if carve:
+        train_idx, val_idx = split_indices(len(ds), val_size, val_seed)
+        ds = SplitSubset(ds, train_idx[:limit] if training else val_idx)
+    if name == 'folder' and bad_images == 'skip':
+        ds = SkipBadImages(ds)  # after the split: a bad image is replaced by one of its own split
     if len(ds) == 0:
         raise DatasetError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
     return ds
