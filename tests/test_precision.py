@@ -63,7 +63,8 @@ def test_cuda_takes_bf16_where_supported_without_a_probe(monkeypatch):
 @pytest.mark.parametrize('fp32_s,bf16_s,want', [(0.04, 0.004, 'bf16'), (0.004, 0.04, 'no')])
 def test_the_probe_picks_the_faster_precision_and_records_it(fp32_s, bf16_s, want):
     calls = []
-    chosen, record = resolve_mixed_precision('auto', _fake_step(fp32_s, bf16_s, calls), CPU, steps=3, warmup=1)
+    chosen, record = resolve_mixed_precision('auto', _fake_step(fp32_s, bf16_s, calls), CPU, steps=3, warmup=1,
+                                             decisive=None)
     assert chosen == want and record['chosen'] == want and record['requested'] == 'auto'
     assert set(record['seconds_per_step']) == {'no', 'bf16'}
     assert record['seconds_per_step']['bf16'] >= bf16_s and record['seconds_per_step']['no'] >= fp32_s
@@ -127,3 +128,14 @@ def test_make_probe_step_runs_both_precisions_and_leaves_the_weights():
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match='batch holding a tensor'):
         make_probe_step(model, {'x': [1, 2]}, loss_fn)
+
+
+def test_a_decisive_round_ends_the_probe_early():
+    calls = []
+    chosen, record = resolve_mixed_precision('auto', _fake_step(0.002, 0.03, calls), CPU, steps=3, warmup=1)
+    assert chosen == 'no' and record['probe_steps'] == 1 and len(calls) == 4  # warmup and one timed round
+    calls.clear()
+    _, record = resolve_mixed_precision('auto', _fake_step(0.02, 0.021, calls), CPU, steps=3, warmup=1)
+    assert record['probe_steps'] == 3 and len(calls) == 8  # close: every round is timed
+    with pytest.raises(ValueError, match='decisive > 1'):
+        resolve_mixed_precision('auto', _never, CPU, decisive=1.0)

@@ -29,7 +29,8 @@ _ACCELERATE_VALUES = ('no', 'fp16', 'bf16', 'fp8')  # what accelerate itself acc
 
 
 def resolve_mixed_precision(requested: str, step: Callable[[Optional[torch.dtype]], None], device: torch.device,
-                            steps: int = 3, warmup: int = 1) -> Tuple[str, Dict[str, Any]]:
+                            steps: int = 3, warmup: int = 1, decisive: Optional[float] = 2.0
+                            ) -> Tuple[str, Dict[str, Any]]:
     """The precision to hand to accelerate (``'no'``, ``'fp16'`` or ``'bf16'``) and a JSON-safe record of how it was
     chosen, for the log and the run's saved config.
 
@@ -38,14 +39,16 @@ def resolve_mixed_precision(requested: str, step: Callable[[Optional[torch.dtype
     ``torch.cuda.is_bf16_supported()`` else ``'no'``; on a CPU, ``step(None)`` (fp32) and ``step(torch.bfloat16)``
     are each run ``warmup`` times untimed and then ``steps`` times timed, alternating which goes first in each round
     (so drift in the machine's speed hits both alike), and the precision with the lower median seconds per step wins
-    (a tie keeps fp32); any other device gets ``'no'``.
+    (a tie keeps fp32); any other device gets ``'no'``. Timing stops early after a round in which one precision took
+    more than ``decisive`` times as long as the other (``None``: never): on a CPU without bf16 instructions a bf16
+    step of the demo's ancestry (batch 128) took 15.7 s against 0.68 s in fp32, and more rounds change nothing.
 
     ``step(dtype)`` runs one training step of the actual model and batch, under ``torch.autocast('cpu', dtype)``
     when ``dtype`` is given: forward and backward, then zeroed gradients, with no optimizer step, so the probe leaves
     the weights as they were (:func:`make_probe_step` builds one). The torch, Python and NumPy random states are
     restored afterwards, so a seeded run draws the same numbers whether or not it probed. The record holds
     ``requested``, ``chosen``, ``reason`` and, after a probe, ``seconds_per_step`` (``{'no': s, 'bf16': s}``,
-    medians) and ``probe_steps``.
+    medians over the timed rounds) and ``probe_steps`` (the rounds timed).
 
     In a run of several processes, probe on one and broadcast the choice: each process timing its own steps could
     choose differently.
@@ -68,17 +71,18 @@ def resolve_mixed_precision(requested: str, step: Callable[[Optional[torch.dtype
                             reason='CUDA with bf16 support' if chosen == 'bf16' else 'CUDA without bf16 support')
     if device.type != 'cpu':
         return 'no', dict(record, chosen='no', reason=f'no probe for device type {device.type!r}')
-    if steps < 1 or warmup < 0:
-        raise ValueError(f'the probe needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}')
-    seconds = _probe(step, {'no': None, 'bf16': torch.bfloat16}, steps, warmup)
+    if steps < 1 or warmup < 0 or (decisive is not None and decisive <= 1):
+        raise ValueError(f'the probe needs steps >= 1, warmup >= 0 and decisive > 1 (or None), got steps={steps}, '
+                         f'warmup={warmup}, decisive={decisive}')
+    seconds = _probe(step, {'no': None, 'bf16': torch.bfloat16}, steps, warmup, decisive)
     medians = {k: statistics.median(v) for k, v in seconds.items()}
     chosen = 'bf16' if medians['bf16'] < medians['no'] else 'no'
     return chosen, dict(record, chosen=chosen, reason='CPU probe: the faster median step',
-                        seconds_per_step=medians, probe_steps=steps)
+                        seconds_per_step=medians, probe_steps=len(seconds['no']))
 
 
 def _probe(step: Callable[[Optional[torch.dtype]], None], dtypes: Mapping[str, Optional[torch.dtype]], steps: int,
-           warmup: int) -> Dict[str, list]:
+           warmup: int, decisive: Optional[float]) -> Dict[str, list]:
     states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
         else None
@@ -93,6 +97,9 @@ def _probe(step: Callable[[Optional[torch.dtype]], None], dtypes: Mapping[str, O
                 start = time.perf_counter()
                 step(dtypes[k])
                 seconds[k].append(time.perf_counter() - start)
+            last = [seconds[k][-1] for k in names]
+            if decisive is not None and max(last) > decisive * min(last):
+                break
     finally:
         torch.set_rng_state(states[0])
         random.setstate(states[1])
