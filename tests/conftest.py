@@ -4,6 +4,8 @@ Members are 16 wide (2 heads) and 32 wide (4 heads) on 32 px images with 8 px pa
 model in the suite builds and runs in milliseconds. Depths 6 and 9 match the registered ``deit_base_l6`` and
 ``deit_base_l9`` pools, so every registered entrypoint can be built at tiny size with ``pool=``.
 """
+import os
+
 import pytest
 import torch
 
@@ -17,6 +19,10 @@ PATCH = 8
 # The models here are a few thousand FLOPs per op; with more than one intra-op thread the OpenMP hand-off costs
 # far more than the work (100x slower on a 2-core runner).
 torch.set_num_threads(1)
+
+# Recipes default to mixed_precision auto, which times fp32 against bf16 on the actual model (tens of seconds on a
+# CPU without bf16). Tests take accelerate launch's way of fixing it; tests/test_precision.py covers the probe.
+os.environ.setdefault('ACCELERATE_MIXED_PRECISION', 'no')
 
 
 def tiny_spec(depth: int = 6, name: str = None, widths=((16, 2), (32, 4)), names=('tiny', 'base'),

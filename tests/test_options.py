@@ -9,6 +9,7 @@ from timm.data.transforms import str_to_interp_mode
 
 from timm_learngene.data import BAD_IMAGES, DATASETS
 from timm_learngene.errors import ConfigError
+from timm_learngene.training.precision import MIXED_PRECISION_CHOICES
 from timm_learngene.finetune import TRAIN_MODES
 from timm_learngene.recipes import RECIPES, distill, evaluate, finetune, train_vit
 from timm_learngene.recipes.options_doc import render
@@ -48,7 +49,7 @@ def test_enum_options_offer_what_the_library_accepts():
     for module in TRAINING + (evaluate,):
         assert module.OPTIONS['dataset'].choices == DATASETS
         assert module.OPTIONS['bad_images'].choices == BAD_IMAGES
-        assert module.OPTIONS['mixed_precision'].choices == ('no', 'fp16', 'bf16')
+        assert module.OPTIONS['mixed_precision'].choices == MIXED_PRECISION_CHOICES
         assert module.OPTIONS['interpolation'].choices == INTERPOLATIONS
     for name in INTERPOLATIONS:
         str_to_interp_mode(name)  # timm knows every one

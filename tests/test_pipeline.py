@@ -2,6 +2,7 @@
 import csv
 import gzip
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 3), MemberSpec('base', 32, 2, 3)), img_size=32, patch_size=8,
                     in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 4, (0, 1, 2), (0, 2, 3)))
     preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').read_text())
-    preset.update(data_dir=str(data), num_workers=0, name='toy')
+    preset.update(data_dir=str(data), num_workers=0, name='toy', val_size=16)
     preset['ancestry']['model_args'].update(embed_dim=32, depth=4, num_heads=2)
     preset['distill']['pool'] = spec.to_dict()
     for stage in ('ancestry', 'distill', 'finetune'):
@@ -156,16 +157,19 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     report = pipeline.main(['--preset', str(path), '--output', str(out)])
     text = report.read_text()
     n = len(timm_learngene.enumerate_descendants(spec))
-    assert sum(line.startswith('| s') for line in text.splitlines()) == n
+    assert sum(bool(re.match(r'\| s\d+ \|', line)) for line in text.splitlines()) == n
     assert (out / 'report' / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
     assert 'Wall time per stage' in text and 'fused_attn' in text
     model = timm.create_model(f'local-dir:{out / "finetune" / "pool"}', descendant='s3', pretrained=True)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     measured = json.loads((out / 'finetune' / 'pool' / 'config.json').read_text())['model_args']['descendants']
-    assert all('top1' in d for d in measured)
+    assert all('top1' in d and 'val_top1' in d for d in measured)
+    # the demo's targets, each measured and marked met or not
+    assert '## Targets' in text and 'distilled tiny3 top-1 (test)' in text and 'change in joint finetuning' in text
+    assert len(list(csv.DictReader(open(out / 'eval_distilled' / 'descendants.csv')))) == 2  # the members alone
     # a second run reuses every stage
     again = pipeline.main(['--preset', str(path), '--output', str(out)])
-    assert 'ancestry 0, distill 0, finetune 0, evaluate 0' in again.read_text()
+    assert 'ancestry 0, distill 0, eval_distilled 0, finetune 0, evaluate 0' in again.read_text()
 
 
 @pytest.mark.slow

@@ -45,15 +45,22 @@ def measure_latency(model: torch.nn.Module, input_size: Sequence[int], repeats: 
 
 
 def descendant_rows(pool: LearngenePool, accuracies: Optional[Mapping[str, float]] = None,
-                    speed: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[Dict]:
-    """One row per descendant: name, route, params, GMACs and whatever was measured (top1, top5, img_s, ...)."""
+                    speed: Optional[Mapping[str, Mapping[str, float]]] = None,
+                    names: Optional[Sequence[str]] = None) -> List[Dict]:
+    """One row per descendant (those in ``names``, default all): name, route, params, GMACs and whatever was
+    measured: ``top1``/``top5`` from ``accuracies[name]``/``[name_top5]``, ``val_top1`` from ``[name_val]``
+    (the validation split), img_s, latency_ms ... from ``speed``."""
     rows = []
     for d in pool.descendants:
+        if names is not None and d.name not in names:
+            continue
         row = dict(name=d.name, route=d.route_label, params=d.params, gmacs=round(d.gmacs, 4))
         if accuracies is not None:
             row['top1'] = round(accuracies[d.name], 3)
             if f'{d.name}_top5' in accuracies:
                 row['top5'] = round(accuracies[f'{d.name}_top5'], 3)
+            if f'{d.name}_val' in accuracies:
+                row['val_top1'] = round(accuracies[f'{d.name}_val'], 3)
         row.update((speed or {}).get(d.name, {}))
         rows.append(row)
     return rows

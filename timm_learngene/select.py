@@ -28,8 +28,10 @@ def select(pool: Union[str, Path, LearngenePool, PoolSpec], max_gmacs: Optional[
            max_params: Optional[float] = None, max_latency_ms: Optional[float] = None) -> str:
     """Name of the most accurate descendant within every given budget.
 
-    Accuracy is the measured ``top1`` (written by ``recipes/evaluate.py``) when every candidate has one; otherwise
-    the largest (most GMACs) candidate is taken. ``max_params`` counts parameters (``3e7``); ``max_latency_ms``
+    Accuracy is the measured validation top-1 ``val_top1`` (``recipes/evaluate.py --val-size N``: images held out
+    of the training split) when every candidate has one, else the test ``top1`` when every candidate has one (a
+    choice made on the test set: evaluate with a validation split to avoid that); otherwise the largest (most
+    GMACs) candidate is taken. ``max_params`` counts parameters (``3e7``); ``max_latency_ms``
     uses the measured ``latency_ms`` and needs it. Raises :class:`BudgetError` when nothing fits.
     """
     infos = _descendants(pool)
@@ -52,8 +54,9 @@ def select(pool: Union[str, Path, LearngenePool, PoolSpec], max_gmacs: Optional[
             f'no descendant fits max_gmacs={max_gmacs}, max_params={max_params}, max_latency_ms={max_latency_ms}; '
             f'the smallest is {smallest.name} ({smallest.gmacs:.3f} GMACs, {smallest.params / 1e6:.2f}M params'
             + (f", {smallest.metrics['latency_ms']:.2f} ms" if 'latency_ms' in smallest.metrics else '') + ')')
-    if all('top1' in d.metrics for d in fits):
-        best = max(fits, key=lambda d: (d.metrics['top1'], -d.macs))
+    key = next((k for k in ('val_top1', 'top1') if all(k in d.metrics for d in fits)), None)
+    if key is not None:
+        best = max(fits, key=lambda d: (d.metrics[key], -d.macs))
     else:
         best = max(fits, key=lambda d: (d.macs, d.params))
     return best.name

@@ -18,7 +18,7 @@ from timm.layers import set_fused_attn
 from ..ancestry import load_ancestry
 from ..checkpoint import save_pool
 from ..data import build_mixup
-from ..distill import DenseDistiller
+from ..distill import FEATURE_NORMS, DenseDistiller
 from ..spec import PoolSpec
 from ..training.loop import finish, fit, make_accelerator
 from ..training.metrics import accuracy
@@ -26,7 +26,7 @@ from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
     save_config,
 )
-from ..training.setup import prepare_run
+from ..training.setup import prepare_run, resolve_precision
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
 
@@ -45,6 +45,10 @@ OPTIONS = OptionTable([
            "teacher's", group='distillation'),
     Option('beta_attn', float, 1.0, "weight of the MSE between the member's transformed attention outputs and the "
            "teacher's", group='distillation'),
+    Option('feature_norm', str, 'none', "how each matched position's block and attention MSE is normalised: none "
+           "(raw residual stream MSE, scale of the teacher's features), teacher_ms (divided by the teacher "
+           "feature's mean square), layernorm (both sides layer normalised without affine)",
+           choices=FEATURE_NORMS, group='distillation'),
     *OPTIMIZATION, *AUGMENTATION, *RUN,
 ], __doc__, defaults=dict(teacher='deit_base_patch16_224', output='out/distill'))
 
@@ -63,20 +67,21 @@ def build_pool(cfg):
 def run(cfg):
     """Distill; returns the distilled pool (the folder is OUTPUT/pool)."""
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
-    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    out = Path(cfg.output)
-    if accelerator.is_main_process:
-        save_config(cfg, out / 'config.yaml')
-
     pool = build_pool(cfg)
     spec = pool.pool_spec
     teacher = load_ancestry(cfg.teacher, cfg.teacher_checkpoint or None)
     distiller = DenseDistiller(pool, teacher, alpha=cfg.alpha, temperature=cfg.temperature,
                                beta_block=cfg.beta_block, beta_attn=cfg.beta_attn,
-                               smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
-    prep = prepare_run(cfg, accelerator, distiller, pool.named_parameters(), pool.no_weight_decay(),
-                       img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+                               smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing,
+                               feature_norm=cfg.feature_norm)
+    shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    resolve_precision(cfg, distiller, lambda m, b: m(*b), **shape)
+    accelerator = make_accelerator(cfg)
+    out = Path(cfg.output)
+    if accelerator.is_main_process:
+        save_config(cfg, out / 'config.yaml')
+    prep = prepare_run(cfg, accelerator, distiller, pool.named_parameters(), pool.no_weight_decay(), **shape)
     distiller = prep.model
     core = accelerator.unwrap_model(distiller)
 

@@ -3,11 +3,15 @@
     python recipes/evaluate.py --pool out/finetune/pool --dataset fashion_mnist --output out/eval
         -> out/eval/descendants.csv, descendants.md, pareto.png; top-1 written into the pool's config.json
 
+Top-1/top-5 on the test split (``top1``), and with ``--val-size N`` also on the validation images held out of the
+training split (``val_top1``): choices (the best descendant, ``select``) use ``val_top1`` where it exists.
+
 Throughput (img/s, batch ``--throughput-batch``) and latency (ms, batch 1) are measured on the current device.
 """
 import argparse
+import torch.nn.functional as F
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from timm.layers import set_fused_attn
@@ -19,6 +23,7 @@ from ..evaluation import (
     descendant_rows, measure_latency, measure_throughput, pareto_plot, write_csv, write_markdown,
 )
 from ..training.loop import finish, make_accelerator
+from ..training.setup import resolve_precision
 from ..training.metrics import accuracy
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
 
@@ -32,7 +37,9 @@ def _check(cfg) -> None:
 
 OPTIONS = OptionTable([
     Option('pool', str, '', 'the pool folder to evaluate (OUTPUT/pool of distill or finetune)', group='model'),
-    *pick(DATA, 'dataset', 'data_dir', 'eval_limit', 'num_workers', 'bad_images'),
+    Option('descendants', List[str], [], "the descendants to evaluate, comma-separated names ('' = all)",
+           group='model'),
+    *pick(DATA, 'dataset', 'data_dir', 'eval_limit', 'val_size', 'val_seed', 'num_workers', 'bad_images'),
     Option('batch_size', int, 256, 'evaluation images per process per batch', group='data'),
     *pick(AUGMENTATION, 'crop_pct', 'interpolation'),
     Option('throughput', bool, True, 'measure every descendant\'s throughput (img/s at --throughput-batch) and '
@@ -55,16 +62,33 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 def run(cfg):
     """Evaluate; returns the rows (one dict per descendant)."""
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
+    pool = load_pool(cfg.pool).eval()
+    spec = pool.pool_spec
+    descendants = pool.descendants
+    if cfg.descendants:
+        unknown = sorted(set(cfg.descendants) - {d.name for d in descendants})
+        if unknown:
+            raise ConfigError(f'evaluate: unknown descendants {unknown}; pool {spec.name!r} has '
+                              f's1..s{len(descendants)}')
+        descendants = [d for d in descendants if d.name in cfg.descendants]
+    largest = descendants[-1]
+    resolve_precision(cfg, pool, lambda m, b: F.cross_entropy(m(b[0], largest), b[1]), img_size=spec.img_size,
+                      in_chans=spec.in_chans, num_classes=spec.num_classes)
     accelerator = make_accelerator(argparse.Namespace(**vars(cfg), grad_accum=1))  # no optimizer steps here
     out = Path(cfg.output)
-    pool = load_pool(cfg.pool).to(accelerator.device).eval()
-    spec = pool.pool_spec
-    loader = build_loader(build_dataset(vars(cfg), 'eval', spec.img_size, spec.in_chans, spec.num_classes),
-                          cfg.batch_size, False, cfg.num_workers)
-    loader = accelerator.prepare(loader)
-    descendants = pool.descendants
-    with accelerator.autocast():
-        acc = accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader, topk=(1, 5))
+    pool = pool.to(accelerator.device).eval()
+
+    def measure(split: str, topk) -> dict:
+        loader = build_loader(build_dataset(vars(cfg), split, spec.img_size, spec.in_chans, spec.num_classes),
+                              cfg.batch_size, False, cfg.num_workers)
+        loader = accelerator.prepare(loader)
+        with accelerator.autocast():
+            return accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader,
+                            topk=topk)
+
+    acc = measure('eval', (1, 5))
+    if cfg.val_size:
+        acc.update({f'{k}_val': v for k, v in measure('val', (1,)).items()})
     speed = {}
     if cfg.throughput and accelerator.is_main_process:
         size = (spec.in_chans, spec.img_size, spec.img_size)
@@ -74,7 +98,7 @@ def run(cfg):
             speed[d.name] = dict(
                 img_s=round(measure_throughput(model, size, cfg.throughput_batch, cfg.repeats, amp_dtype=amp), 1),
                 latency_ms=round(measure_latency(model, size, repeats=cfg.repeats * 2), 3))
-    rows = descendant_rows(pool, acc, speed)
+    rows = [r for r in descendant_rows(pool, acc, speed, names=[d.name for d in descendants])]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / 'config.yaml')
@@ -83,8 +107,8 @@ def run(cfg):
         text = write_markdown(rows, out / 'descendants.md', title=title)
         pareto_plot({spec.name: rows}, out / 'pareto.png', title=title)
         if cfg.write_pool:
-            update_pool_metrics(cfg.pool, {r['name']: {k: r[k] for k in ('top1', 'top5', 'img_s', 'latency_ms')
-                                                      if k in r} for r in rows})
+            update_pool_metrics(cfg.pool, {r['name']: {k: r[k] for k in ('top1', 'top5', 'val_top1', 'img_s',
+                                                                       'latency_ms') if k in r} for r in rows})
         accelerator.print(text)
         accelerator.print(f'written {out / "descendants.csv"}, {out / "descendants.md"}, {out / "pareto.png"}')
     finish(accelerator)

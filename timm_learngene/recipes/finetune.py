@@ -5,8 +5,9 @@
     accelerate launch recipes/finetune.py --stitch-init lstsq --teacher deit_base_patch16_224 \\
         --anchors deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224 --data-dir /data/imagenet
 
-One descendant per step, drawn from a seeded generator (the same on every process); loss
-``ce_weight * CE + kd_weight * KD`` from the ancestry. ``--train all`` trains blocks and stitch layers (the paper),
+``--routes-per-step`` descendants per optimizer step (the smallest and largest member always among them, the rest
+drawn from a seeded generator, the same on every process); loss ``ce_weight * CE + kd_weight * KD`` from the
+ancestry, averaged over the step's routes. ``--train all`` trains blocks and stitch layers (the paper),
 ``--train stitches`` only the stitch layers (the pool's blocks stay the distilled learngenes).
 Outputs under ``--output``: config.yaml, log.jsonl, checkpoints/, pool/.
 """
@@ -17,6 +18,7 @@ from typing import List, Optional, Sequence
 
 import timm
 import torch
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
 
@@ -24,7 +26,7 @@ from ..ancestry import load_ancestry
 from ..checkpoint import load_pool, read_pool_config, save_pool
 from ..data import build_dataset, build_mixup
 from ..errors import ConfigError
-from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, set_trainable
+from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
 from ..snnet import anchor_pool
 from ..stitch_init import STITCH_INITS, init_stitches
 from ..training.loop import finish, fit, latest_checkpoint, make_accelerator
@@ -32,7 +34,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable, save_config,
 )
-from ..training.setup import prepare_run
+from ..training.setup import prepare_run, resolve_precision
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -58,6 +60,11 @@ OPTIONS = OptionTable([
            group='finetune'),
     Option('train', str, 'all', 'what is trained: all (blocks and stitch layers, the paper) or stitches (only the '
            'stitch layers; the blocks stay the distilled learngenes)', choices=TRAIN_MODES, group='finetune'),
+    Option('routes_per_step', int, 3, 'descendants trained per optimizer step (their losses averaged, one teacher '
+           'forward); with --train all and 3 or more, the smallest and the largest member are always among them '
+           '(the sandwich rule: drawn alone on 1/N of the steps, the members were dragged down by the stitched '
+           'routes that share their blocks), the rest drawn from a seeded generator, the same on every process',
+           group='finetune'),
     *DATA,
     replace(DISTILLATION[0], help=DISTILLATION[0].help + " ('' with no --teacher-checkpoint = the timm model the "
             "pool's distill recipe names)"),
@@ -97,12 +104,7 @@ def _teacher(cfg, recipe):
 def run(cfg):
     """Finetune; returns the finetuned pool (the folder is OUTPUT/pool)."""
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
-    accelerator = make_accelerator(cfg, find_unused_parameters=True)
     set_seed(cfg.seed)
-    out = Path(cfg.output)
-    if accelerator.is_main_process:
-        save_config(cfg, out / 'config.yaml')
-
     if cfg.pool:
         recipe = read_pool_config(cfg.pool).get('recipe') or {}
         pool = load_pool(cfg.pool)
@@ -119,23 +121,33 @@ def run(cfg):
             idx = torch.randperm(len(calib), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.init_images]
             images = torch.stack([calib[int(i)][0] for i in idx])
         solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda)
-        accelerator.print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
+        PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
     routes = set_trainable(pool, cfg.train)
     trainer = DescendantTrainer(pool, _teacher(cfg, recipe), cfg.ce_weight, cfg.kd_weight, cfg.temperature,
                                 smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
-    sampler = RouteSampler(routes, seed=cfg.seed)
-    prep = prepare_run(cfg, accelerator, trainer, pool.named_parameters(), pool.no_weight_decay(),
-                       img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    always = sandwich_routes(pool) if cfg.train == 'all' and cfg.routes_per_step >= 3 else ()
+    try:
+        sampler = RouteSampler(routes, seed=cfg.seed, per_step=cfg.routes_per_step, always=always)
+    except ValueError as e:
+        raise ConfigError(f'finetune: --routes-per-step {cfg.routes_per_step}: {e}') from None
+    shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    probe_routes = list(always) or routes[-cfg.routes_per_step:]
+    resolve_precision(cfg, trainer, lambda m, b: m(b[0], b[1], probe_routes), **shape)
+    accelerator = make_accelerator(cfg, find_unused_parameters=True)
+    out = Path(cfg.output)
+    if accelerator.is_main_process:
+        save_config(cfg, out / 'config.yaml')
+    prep = prepare_run(cfg, accelerator, trainer, pool.named_parameters(), pool.no_weight_decay(), **shape)
     trainer = prep.model
     core = accelerator.unwrap_model(trainer)
 
     current = {}
 
     def loss_fn(model, x, y, step):
-        # one route per optimizer step: drawn on the first micro-batch, kept through the accumulation
+        # the step's routes: drawn on its first micro-batch, kept through the gradient accumulation
         if step not in current:
             current.clear()
-            current[step] = sampler.draw()
+            current[step] = sampler.draw_step()
         return model(x, y, current[step])
 
     def evaluate(epoch):

@@ -7,9 +7,14 @@ Stages (each one a recipe, run in-process; one that finished before is skipped u
 way resumes from its checkpoints):
  1. ancestry   recipes/train_vit.py       a ViT trained on the labels
  2. distill    recipes/distill.py         ancestry -> every pool member, one pass
- 3. finetune   recipes/finetune.py        stitch init + joint finetuning of every descendant
- 4. evaluate   recipes/evaluate.py        top-1, params, GMACs, img/s of every descendant
- 5. report     OUTPUT/report/report.md + pareto.png, and the table printed
+ 3. eval_distilled recipes/evaluate.py    the distilled members alone (before finetuning), test and validation
+ 4. finetune   recipes/finetune.py        stitch init + joint finetuning of every descendant
+ 5. evaluate   recipes/evaluate.py        top-1 (test and validation), params, GMACs, img/s of every descendant
+ 6. report     OUTPUT/report/report.md + pareto.png: the table, and the demo's targets, each met or not
+
+With ``mixed_precision: auto`` the first stage that runs probes fp32 against bf16 on its model and the later stages
+use its choice. ``val_size`` holds that many training images out of every stage's training; choices (the Pareto
+front, the best descendant) are made on them and test numbers reported for what was chosen.
 
 Preset ``replication`` (``make demo PRESET=replication``) runs, after stages 1-2, the comparison arms of
 timm_learngene/recipes/replication.py (every stitch init, SN-Net from scratch anchors, scratch members, direct KD
@@ -30,9 +35,10 @@ import yaml
 from accelerate.state import AcceleratorState, PartialState
 
 from ..checkpoint import read_pool_config
+from ..pool_file import descendant_table
 from ..data.fashion_mnist import ensure_fashion_mnist
 from ..errors import ConfigError
-from ..evaluation import write_markdown
+from ..evaluation import pareto_front, write_markdown
 from ..training.loop import latest_checkpoint
 from ..training.options import Option, OptionTable
 from . import distill, evaluate, finetune, train_vit
@@ -46,7 +52,7 @@ PRESETS = {'demo': CHECKOUT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
 STAGES = {'ancestry': train_vit, 'distill': distill, 'finetune': finetune, 'evaluate': evaluate}
 STAGE_DONE = '.stage_done.json'
 SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_attn', 'mixed_precision',
-          'train_limit', 'eval_limit')
+          'train_limit', 'eval_limit', 'val_size', 'val_seed')
 
 OPTIONS = OptionTable([
     Option('preset', str, 'demo', f'a preset name ({", ".join(sorted(PRESETS))}) or a preset YAML file'),
@@ -121,6 +127,9 @@ class _StageRunner:
             recipe.run(cfg)
         finally:
             _reset_accelerate()
+        if self.shared.get('mixed_precision') == 'auto' and getattr(cfg, 'mixed_precision', 'auto') != 'auto':
+            self.shared['mixed_precision'] = cfg.mixed_precision  # probed once, on the first stage that ran
+            print(f'[{stage}] mixed_precision auto -> {cfg.mixed_precision} for the later stages', flush=True)
         self.timings[stage] = time.perf_counter() - t
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({'stage': stage, 'seconds': round(self.timings[stage], 1)}))
@@ -154,6 +163,11 @@ def run(cfg) -> Path:
         print(report.read_text())
         print('wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in stages.timings.items()))
         return report
+    evd = out / 'eval_distilled'
+    members = [d.name for d in descendant_table(read_pool_config(dist / 'pool')) if len(d.route) == 1]
+    stages('eval_distilled', evaluate, dict(preset.get('evaluate', {}), output=str(evd), pool=str(dist / 'pool'),
+                                            descendants=members, throughput=False, write_pool=False),
+           evd / 'descendants.csv')
     ft = out / 'finetune'
     stages('finetune', finetune, dict(preset['finetune'], output=str(ft), pool=str(dist / 'pool'),
                                       teacher_checkpoint=str(anc / 'model')), ft / 'pool' / 'model.safetensors')
@@ -167,17 +181,88 @@ def run(cfg) -> Path:
     return report
 
 
-def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
-    """OUTPUT/report/report.md: settings, per-stage wall time, the descendant table, the Pareto plot."""
-    rep = out / 'report'
-    rep.mkdir(parents=True, exist_ok=True)
-    with open(out / 'eval' / 'descendants.csv') as f:
+def read_rows(csv_path: Path) -> List[Dict]:
+    """The rows of an evaluate descendants.csv, numbers parsed."""
+    with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         r['params'] = int(r['params'])
-        for k in ('gmacs', 'top1', 'top5', 'img_s', 'latency_ms'):
+        for k in ('gmacs', 'top1', 'top5', 'val_top1', 'img_s', 'latency_ms'):
             if r.get(k) not in (None, ''):
                 r[k] = float(r[k])
+    return rows
+
+
+def last_eval(log_file: Path) -> Dict[str, float]:
+    """The last evaluation record of a training log (log.jsonl), or {}."""
+    found = {}
+    if log_file.is_file():
+        for line in log_file.read_text().splitlines():
+            rec = json.loads(line)
+            if 'eval' in rec:
+                found = rec['eval']
+    return found
+
+
+def demo_checks(out: Path, targets: Dict) -> List[Dict]:
+    """The demo's targets (``targets`` section of the preset), each measured and marked met or not: the ancestry's
+    test top-1, the distilled members', every stitched descendant against the tiny member, the Pareto front chosen
+    on the validation split rising with GMACs, the largest stitched descendant below the largest member, and how
+    much each member lost in joint finetuning."""
+    rows = read_rows(out / 'eval' / 'descendants.csv')
+    before = {r['name']: r for r in read_rows(out / 'eval_distilled' / 'descendants.csv')}
+    alone = [r for r in rows if r['name'] in before]  # the members, smallest first
+    stitched = [r for r in rows if r['name'] not in before]
+    tiny, base = alone[0], alone[-1]
+    checks = []
+
+    def check(what, value, ok, target):
+        checks.append(dict(what=what, value=value, target=target, met=bool(ok)))
+    anc = last_eval(out / 'ancestry' / 'log.jsonl').get('top1')
+    if 'ancestry_top1' in targets and anc is not None:
+        check('ancestry top-1 (test)', f'{anc:.2f}', anc >= targets['ancestry_top1'], f">= {targets['ancestry_top1']}")
+    if 'tiny_top1' in targets:
+        v = before[tiny['name']]['top1']
+        check(f'distilled {tiny["route"]} top-1 (test)', f'{v:.2f}', v >= targets['tiny_top1'],
+              f">= {targets['tiny_top1']}")
+    if 'base_top1' in targets:
+        v = before[base['name']]['top1']
+        check(f'distilled {base["route"]} top-1 (test)', f'{v:.2f}', v >= targets['base_top1'],
+              f">= {targets['base_top1']}")
+    if 'stitched_over_tiny' in targets and stitched:
+        worst = min(stitched, key=lambda r: r['top1'])
+        margin = worst['top1'] - tiny['top1']
+        check(f'every stitched descendant above {tiny["route"]} (worst: {worst["name"]})', f'{margin:+.2f}',
+              margin >= targets['stitched_over_tiny'], f">= +{targets['stitched_over_tiny']}")
+    if 'pareto_rises' in targets:
+        key = 'val_top1' if all('val_top1' in r for r in rows) else 'top1'
+        front = pareto_front(rows, y=key)
+        tops = [r['top1'] for r in front]
+        drops = [f"{a['name']}->{b['name']}" for a, b in zip(front, front[1:]) if b['top1'] < a['top1']]
+        check(f'Pareto front (chosen on {key}) rises with GMACs in test top-1',
+              ' < '.join(f"{r['name']} {r['top1']:.2f}" for r in front) if not drops else 'drops: ' + ', '.join(drops),
+              tops == sorted(tops), 'rising')
+    if 'below_base_gap' in targets:
+        below = [r for r in stitched if r['gmacs'] < base['gmacs']]
+        if below:
+            largest = max(below, key=lambda r: r['gmacs'])
+            gap = base['top1'] - largest['top1']
+            check(f'largest stitched descendant below {base["route"]}\'s GMACs ({largest["name"]}) vs {base["route"]}',
+                  f'{-gap:+.2f}', gap <= targets['below_base_gap'], f">= -{targets['below_base_gap']}")
+    if 'member_drop' in targets:
+        for r in alone:
+            drop = before[r['name']]['top1'] - r['top1']
+            check(f'{r["route"]} change in joint finetuning', f'{-drop:+.2f}', drop <= targets['member_drop'],
+                  f">= -{targets['member_drop']}")
+    return checks
+
+
+def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
+    """OUTPUT/report/report.md: settings, per-stage wall time, the targets met or not, the descendant table, the
+    Pareto plot."""
+    rep = out / 'report'
+    rep.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(out / 'eval' / 'descendants.csv')
     shutil.copy(out / 'eval' / 'pareto.png', rep / 'pareto.png')
     spec = read_pool_config(out / 'finetune' / 'pool')['model_args']['pool']
     members = ', '.join(f'{m.label} ({m.width} wide, {m.heads} heads)' for m in spec.members)
@@ -189,7 +274,9 @@ def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
         f'{spec.num_classes} classes. Stitch kernel {spec.stitch_kernel}, stride {spec.stitch_stride}.', '',
         'Wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timings.items())
         + f' (total {sum(timings.values()):.0f}; 0 = reused).', '',
-        write_markdown(rows, title=f'{len(rows)} descendants (top-1 on the test set)'),
+        *_targets_section(out, preset, timings),
+        write_markdown(rows, title=f'{len(rows)} descendants (top-1 on the test set; val_top1 on the '
+                                   f'{preset.get("val_size", 0)} held-out training images)'),
         '![top-1 vs GMACs](pareto.png)', '',
         '## Settings', '', '```yaml', yaml.safe_dump({k: v for k, v in preset.items()}, sort_keys=False).strip(),
         '```', '',
@@ -197,6 +284,27 @@ def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
     path = rep / 'report.md'
     path.write_text('\n'.join(lines))
     return path
+
+
+def _targets_section(out: Path, preset: Dict, timings: Dict[str, float]) -> List[str]:
+    if 'targets' not in preset or not (out / 'eval_distilled' / 'descendants.csv').is_file():
+        return []
+    checks = demo_checks(out, preset['targets'])
+    precision = {}
+    for stage in ('ancestry', 'distill', 'finetune'):
+        f = out / stage / 'precision.json'
+        if f.is_file():
+            precision[stage] = json.loads(f.read_text()).get('chosen')
+    lines = ['## Targets', '', '| target | measured | bar | met |', '|---|---|---|---|']
+    lines += [f"| {c['what']} | {c['value']} | {c['target']} | {'yes' if c['met'] else '**no**'} |" for c in checks]
+    budget = preset['targets'].get('stage_minutes')
+    total = sum(timings.values())
+    if budget:
+        lines.append(f'| stage time (this run; precision {precision or "?"}) | {total / 60:.1f} min | <= {budget} min '
+                     f"on a 2-core CPU with bf16 | {'yes' if 0 < total <= budget * 60 else 'see note'} |")
+    lines += ['', f'{sum(c["met"] for c in checks)} of {len(checks)} accuracy targets met. Accuracy is set by the '
+              'step counts below, the wall time by the precision.', '']
+    return lines
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:

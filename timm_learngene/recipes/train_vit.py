@@ -25,7 +25,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN, Option, OptionTable, save_config,
 )
-from ..training.setup import prepare_run
+from ..training.setup import prepare_run, resolve_precision
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -56,15 +56,16 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 def run(cfg):
     """Train; returns the model (the folder is OUTPUT/model)."""
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
-    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
+    model = timm.create_model(cfg.model, drop_path_rate=cfg.drop_path, **cfg.model_args)
+    shape = dict(img_size=model.patch_embed.img_size[0], in_chans=model.patch_embed.proj.in_channels,
+                 num_classes=model.num_classes)
+    resolve_precision(cfg, model, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), **shape)
+    accelerator = make_accelerator(cfg)
     out = Path(cfg.output)
     if accelerator.is_main_process:
         save_config(cfg, out / 'config.yaml')
-    model = timm.create_model(cfg.model, drop_path_rate=cfg.drop_path, **cfg.model_args)
-    prep = prepare_run(cfg, accelerator, model, model.named_parameters(), model.no_weight_decay(),
-                       img_size=model.patch_embed.img_size[0], in_chans=model.patch_embed.proj.in_channels,
-                       num_classes=model.num_classes)
+    prep = prepare_run(cfg, accelerator, model, model.named_parameters(), model.no_weight_decay(), **shape)
     model = prep.model
     smoothing = 0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing
     teacher = None

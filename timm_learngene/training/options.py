@@ -31,6 +31,7 @@ import yaml
 
 from ..data import BAD_IMAGES, DATASETS
 from ..errors import ConfigError
+from .precision import MIXED_PRECISION_CHOICES
 
 __all__ = ['Option', 'OptionTable', 'Kind', 'GROUPS', 'DATA', 'MODEL', 'OPTIMIZATION', 'AUGMENTATION',
            'DISTILLATION', 'RUN', 'INTERPOLATIONS', 'MIXED_PRECISION', 'pick', 'load_config_file', 'save_config']
@@ -51,7 +52,7 @@ GROUPS = {
 # 'random' is left out: the recipes use one interpolation for training crops and the evaluation resize, and
 # timm's evaluation transform has no 'random'.
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'box', 'hamming', 'lanczos')
-MIXED_PRECISION = ('no', 'fp16', 'bf16')
+MIXED_PRECISION = MIXED_PRECISION_CHOICES  # auto resolved by training.setup.resolve_precision
 
 
 class _BadValue(ValueError):
@@ -468,6 +469,11 @@ DATA = (
            group='data'),
     Option('train_limit', int, 0, 'train on the first N images of the training split (0 = all)', group='data'),
     Option('eval_limit', int, 0, 'evaluate on the first N images of the evaluation split (0 = all)', group='data'),
+    Option('val_size', int, 0, 'training images held out as a validation split (0 = none): never trained on; every '
+           'model choice (best descendant, Pareto front, select) is made on them, the test split only reports',
+           group='data'),
+    Option('val_seed', int, 0, 'seed of which training images are held out (independent of --seed, so every run '
+           'and arm holds out the same images)', group='data'),
     Option('num_workers', int, 4, 'DataLoader worker processes per training process (0 = load in the process)',
            group='data'),
     Option('bad_images', str, 'error', 'an image file that cannot be decoded (folder only): error stops the run '
@@ -490,6 +496,8 @@ OPTIMIZATION = (
     Option('lr', float, 5e-4, 'peak AdamW learning rate, reached at the end of the warm-up', group='optimization'),
     Option('weight_decay', float, 0.05, "AdamW weight decay (not on biases, norms and the model's "
            'no_weight_decay() parameters)', group='optimization'),
+    Option('warmup_frac', float, 0.0, "linear warm-up as a fraction of the run's optimizer steps (--max-steps "
+           'included); when > 0 it replaces --warmup-epochs', group='optimization'),
     Option('warmup_epochs', float, 5.0, 'epochs of linear learning-rate warm-up (fractions allowed)',
            group='optimization'),
     Option('min_lr_ratio', float, 0.01, 'the cosine schedule ends at this fraction of --lr', group='optimization'),
@@ -534,7 +542,10 @@ RUN = (
     Option('resume', str, '', "continue the run whose checkpoints are under this folder, from its latest complete "
            "checkpoint (--output defaults to it; '' = start fresh)", group='run'),
     Option('seed', int, 0, 'seed of the model init, data order and augmentation', group='run'),
-    Option('mixed_precision', str, 'no', 'autocast precision (accelerate)', choices=MIXED_PRECISION, group='run'),
+    Option('mixed_precision', str, 'auto', 'autocast precision (accelerate): auto probes fp32 and bf16 for a few '
+           'steps of the actual model on this machine and keeps the faster (on CUDA: bf16 where supported); '
+           'accelerate launch --mixed_precision, or any other value here, wins over auto. The resolved value is '
+           'written to config.yaml, the probe to precision.json', choices=MIXED_PRECISION, group='run'),
     Option('cpu', bool, False, 'run on the CPU even when a GPU is available', group='run'),
     Option('fused_attn', bool, True, "timm's fused attention (torch SDPA); its CPU backward is slow at small head "
            'dims', group='run'),

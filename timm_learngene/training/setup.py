@@ -1,15 +1,75 @@
 """What every training recipe builds between its model and :func:`~timm_learngene.training.loop.fit`: the
 datasets and loaders, the optimizer, one ``accelerator.prepare``, the step counts and the learning-rate schedule."""
+import json
+import logging
+import os
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 from accelerate import Accelerator
 
 from ..data import build_dataset, build_loader
 from .loop import cosine_schedule, make_optimizer
+from .precision import make_probe_step, resolve_mixed_precision
 
-__all__ = ['PreparedRun', 'prepare_run']
+__all__ = ['PreparedRun', 'prepare_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
+
+_logger = logging.getLogger(__name__)
+
+PRECISION_FILE = 'precision.json'
+
+
+def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], Any], *,
+                      img_size: int, in_chans: int, num_classes: int) -> Dict[str, Any]:
+    """Resolve ``cfg.mixed_precision`` in place before the Accelerator is built: ``auto`` becomes the faster of fp32
+    and bf16 for a few steps of ``module`` (``loss_fn(module, (x, y))`` on a random batch of ``cfg.batch_size``
+    images; see :func:`~timm_learngene.training.precision.resolve_mixed_precision`). Any other value, and
+    ``accelerate launch --mixed_precision``, wins over ``auto``. Returns the record, also written to
+    ``OUTPUT/precision.json`` so the run states what it used and why.
+
+    Several processes started without accelerate's launcher would each time their own steps and could choose
+    differently, so there ``auto`` is fp32 (no probe)."""
+    on_cuda = torch.cuda.is_available() and not cfg.cpu
+    device = torch.device('cuda') if on_cuda else torch.device('cpu')
+    requested = cfg.mixed_precision
+    if requested == 'auto' and int(os.environ.get('WORLD_SIZE', '1')) > 1 and \
+            'ACCELERATE_MIXED_PRECISION' not in os.environ:
+        choice, record = 'no', {'requested': 'auto', 'chosen': 'no', 'reason': 'several processes without '
+                                'accelerate launch: no probe (each would time its own steps)'}
+    else:
+        g = torch.Generator().manual_seed(0)
+        batch = (torch.randn(cfg.batch_size, in_chans, img_size, img_size, generator=g),
+                 torch.randint(max(1, num_classes), (cfg.batch_size,), generator=g))
+        was_training, was_device = module.training, next(module.parameters()).device
+        module.train()
+        try:
+            choice, record = resolve_mixed_precision(requested, make_probe_step(module, batch, loss_fn), device)
+        finally:
+            module.train(was_training)
+            module.to(was_device)
+    cfg.mixed_precision = choice
+    if requested == 'auto':
+        _logger.warning('mixed_precision auto -> %s (%s%s)', choice, record.get('reason', ''),
+                        f"; seconds per step {record['seconds_per_step']}" if 'seconds_per_step' in record else '')
+    out = Path(cfg.output)
+    if int(os.environ.get('RANK', '0')) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PRECISION_FILE).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def warmup_steps(cfg, steps_per_epoch: int, total: int) -> int:
+    """Warm-up steps: ``cfg.warmup_frac`` of the run's ``total`` optimizer steps when it is > 0, else
+    ``cfg.warmup_epochs`` epochs; never more than the run. Warns when warm-up is over half the run."""
+    frac = getattr(cfg, 'warmup_frac', 0.0) or 0.0
+    steps = int(round(frac * total)) if frac > 0 else int(cfg.warmup_epochs * steps_per_epoch)
+    steps = min(steps, total)
+    if total and steps > total / 2:
+        _logger.warning('warm-up is %d of the run\'s %d optimizer steps (over half): the learning rate peaks late; '
+                        'lower --warmup-epochs or use --warmup-frac', steps, total)
+    return steps
 
 
 @dataclass
@@ -48,5 +108,5 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, params: I
                                                                           eval_loader)
     steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    scheduler = cosine_schedule(optimizer, int(cfg.warmup_epochs * steps_per_epoch), total, cfg.min_lr_ratio)
+    scheduler = cosine_schedule(optimizer, warmup_steps(cfg, steps_per_epoch, total), total, cfg.min_lr_ratio)
     return PreparedRun(model, optimizer, train_loader, eval_loader, scheduler, steps_per_epoch, total)
