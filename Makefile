@@ -11,7 +11,7 @@ PRESET ?= demo
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv test demo bench mutants clean
+.PHONY: venv test demo demo-docs bench mutants clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: venv
 # finetune -> evaluate -> report in out/$(PRESET)/report/.
 demo: venv
 	$(PY) recipes/pipeline.py --preset $(PRESET) $(DEMO_ARGS)
+
+# Copy a finished demo's report into docs/demo.md and its Targets table into README.md
+demo-docs: venv
+	$(PY) -m timm_learngene.recipes.publish_demo out/$(PRESET)
 
 # Every CPU benchmark on this machine -> benchmarks/results.md (~10-15 min on 2 cores; BENCH_ARGS=--quick for a
 # smoke run). On a CUDA machine: benchmarks/gpu.sh -> benchmarks/results_gpu.md.

@@ -45,12 +45,13 @@ def test_traceback_on_request(monkeypatch):
     with pytest.raises(ConfigError, match='bad option'):
         run_cli(main, [])
     monkeypatch.delenv('TIMM_LEARNGENE_TRACEBACK')
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         run_cli(main, [])
+    assert e.value.code == 2
 
 
 def test_other_errors_are_not_swallowed():
     def main(argv):
         raise KeyError('a bug')
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match='a bug'):
         run_cli(main, [])

@@ -265,7 +265,7 @@ def test_select_honours_every_budget(tmp_path):
     fits = [d for d in infos if d.gmacs <= infos[10].gmacs and metrics[d.name]['latency_ms'] <= 8.0]
     best = max(fits, key=lambda d: (metrics[d.name]['top1'], -d.macs))
     assert select(tmp_path / 'p', max_gmacs=infos[10].gmacs, max_latency_ms=8.0) == best.name
-    with pytest.raises(BudgetError):
+    with pytest.raises(BudgetError, match=r'no descendant fits .*max_latency_ms=0\.5; the smallest is s1'):
         select(tmp_path / 'p', max_latency_ms=0.5)
 
 

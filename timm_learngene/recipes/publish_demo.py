@@ -1,0 +1,53 @@
+"""Publish a finished ``make demo`` run into the docs: ``docs/demo.md`` (the run's report), ``docs/demo_pareto.png``,
+and the Targets table of the report into README.md between the ``<!-- demo:start -->`` and ``<!-- demo:end -->``
+markers, so the README's numbers always come from a report, never typed by hand.
+
+    python -m timm_learngene.recipes.publish_demo [OUT_DIR]        # default out/demo (make demo-docs)
+"""
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import ConfigError
+
+__all__ = ['publish', 'main']
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+START, END = '<!-- demo:start -->', '<!-- demo:end -->'
+
+
+def _section(text: str, heading: str) -> str:
+    """The lines of ``text`` from ``heading`` to the next heading of the same level (exclusive)."""
+    lines = text.splitlines()
+    if heading not in lines:
+        raise ConfigError(f'the report has no {heading!r} section; run the demo preset to the end first')
+    i = lines.index(heading) + 1
+    j = next((k for k in range(i, len(lines)) if lines[k].startswith('## ')), len(lines))
+    return '\n'.join(lines[i:j]).strip()
+
+
+def publish(out: Path, docs: Path = CHECKOUT / 'docs', readme: Path = CHECKOUT / 'README.md') -> None:
+    report = out / 'report' / 'report.md'
+    if not report.is_file():
+        raise ConfigError(f'{report} not found; run make demo first')
+    text = report.read_text()
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / 'demo.md').write_text(text.replace('](pareto.png)', '](demo_pareto.png)'))
+    shutil.copy(out / 'report' / 'pareto.png', docs / 'demo_pareto.png')
+    body = readme.read_text()
+    if START not in body or END not in body:
+        raise ConfigError(f'{readme} has no {START} ... {END} markers')
+    head, rest = body.split(START, 1)
+    _, tail = rest.split(END, 1)
+    summary = _section(text, '## Targets')
+    readme.write_text(f'{head}{START}\n{summary}\n{END}{tail}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    publish(Path(args[0]) if args else CHECKOUT / 'out' / 'demo')
+
+
+if __name__ == '__main__':
+    main()
