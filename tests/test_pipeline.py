@@ -204,3 +204,23 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     b = load_file(tmp_path / 'out' / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
+
+
+def test_publish_demo_copies_the_report_and_its_targets_into_the_readme(tmp_path):
+    from timm_learngene.errors import ConfigError
+    from timm_learngene.recipes.publish_demo import END, START, publish
+    out, docs, readme = tmp_path / 'out', tmp_path / 'docs', tmp_path / 'README.md'
+    (out / 'report').mkdir(parents=True)
+    (out / 'report' / 'report.md').write_text('# Demo\n\n## Targets\n\n| target | met |\n|---|---|\n| a | yes |\n\n'
+                                               '## Settings\n\nx\n\n![p](pareto.png)\n')
+    (out / 'report' / 'pareto.png').write_bytes(b'\x89PNG')
+    readme.write_text(f'intro\n{START}\nold numbers\n{END}\nrest\n')
+    publish(out, docs, readme)
+    assert readme.read_text() == f'intro\n{START}\n| target | met |\n|---|---|\n| a | yes |\n{END}\nrest\n'
+    assert '](demo_pareto.png)' in (docs / 'demo.md').read_text()
+    assert (docs / 'demo_pareto.png').read_bytes() == b'\x89PNG'
+    readme.write_text('no markers')
+    with pytest.raises(ConfigError, match='markers'):
+        publish(out, docs, readme)
+    with pytest.raises(ConfigError, match='run make demo first'):
+        publish(tmp_path / 'nothing', docs, readme)
