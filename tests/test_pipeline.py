@@ -170,6 +170,9 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     # a second run reuses every stage
     again = pipeline.main(['--preset', str(path), '--output', str(out)])
     assert 'ancestry 0, distill 0, eval_distilled 0, finetune 0, evaluate 0' in again.read_text()
+    # --until stops after a stage (and returns its result)
+    assert pipeline.main(['--preset', str(path), '--output', str(out), '--until', 'distill']) == \
+        out / 'distill' / 'pool' / 'model.safetensors'
 
 
 @pytest.mark.slow

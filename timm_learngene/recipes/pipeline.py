@@ -59,6 +59,8 @@ OPTIONS = OptionTable([
     Option('output', str, '', "output folder ('' = out/<preset name> in the checkout)"),
     Option('seed', int, None, "seed of every stage, overriding the preset's"),
     Option('force', bool, False, 'rerun the stages that finished before, from scratch'),
+    Option('until', str, '', "stop after this stage (e.g. eval_distilled for a distillation ablation; '' = run "
+           'all)', choices=('', 'ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate')),
     Option('set', List[str], [], 'override one option of one stage, STAGE.KEY=VALUE with VALUE read as YAML, '
            'e.g. --set distill.max_steps=20', repeat=True, metavar='STAGE.KEY=VALUE'),
 ], __doc__, config_file=False)
@@ -103,8 +105,8 @@ class _StageRunner:
     """Runs one stage: skipped when its result ``done`` and its marker exist (unless ``force``), resumed from its
     checkpoints when it has some, else run from the start; records its wall time."""
 
-    def __init__(self, shared: Dict, force: bool):
-        self.shared, self.force = shared, force
+    def __init__(self, shared: Dict, force: bool, until: str = ''):
+        self.shared, self.force, self.until = shared, force, until
         self.timings: Dict[str, float] = {}
 
     def __call__(self, stage: str, recipe, options: Dict, done: Path) -> None:
@@ -114,6 +116,7 @@ class _StageRunner:
         if done.exists() and marker.exists() and not self.force:
             print(f'[{stage}] reusing {done}')
             self.timings[stage] = 0.0
+            self._stop_after(stage, done)
             return
         output = options.get('output')
         if 'resume' in recipe.OPTIONS and output and not self.force and latest_checkpoint(output) is not None:
@@ -133,6 +136,19 @@ class _StageRunner:
         self.timings[stage] = time.perf_counter() - t
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({'stage': stage, 'seconds': round(self.timings[stage], 1)}))
+        self._stop_after(stage, done)
+
+    def _stop_after(self, stage: str, done: Path) -> None:
+        if stage == self.until:
+            raise _StopAfter(done)
+
+
+class _StopAfter(Exception):
+    """``--until STAGE`` reached: carries the stage's result path."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
 
 
 def run(cfg) -> Path:
@@ -151,8 +167,15 @@ def run(cfg) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if shared.get('dataset') == 'fashion_mnist':
         shared['data_dir'] = str(ensure_fashion_mnist(shared.get('data_dir') or None))
-    stages = _StageRunner(shared, cfg.force)
+    stages = _StageRunner(shared, cfg.force, cfg.until)
+    try:
+        return _run_stages(preset, out, stages)
+    except _StopAfter as stop:
+        print(f'stopped after stage {cfg.until!r} (--until): {stop.path}')
+        return stop.path
 
+
+def _run_stages(preset: Dict, out: Path, stages: _StageRunner) -> Path:
     anc = out / 'ancestry'
     stages('ancestry', train_vit, dict(preset['ancestry'], output=str(anc)), anc / 'model' / 'model.safetensors')
     dist = out / 'distill'
