@@ -20,13 +20,12 @@ from ..checkpoint import save_pool
 from ..data import build_mixup
 from ..distill import FEATURE_NORMS, DenseDistiller
 from ..spec import PoolSpec
-from ..training.loop import finish, fit, make_accelerator
+from ..training.loop import finish, fit
 from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
-    save_config,
 )
-from ..training.setup import prepare_run, resolve_precision
+from ..training.setup import prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
 
@@ -76,11 +75,8 @@ def run(cfg):
                                smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing,
                                feature_norm=cfg.feature_norm)
     shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
-    resolve_precision(cfg, distiller, lambda m, b: m(*b), **shape)
-    accelerator = make_accelerator(cfg)
+    accelerator = start_run(cfg, distiller, lambda m, b: m(*b), **shape)
     out = Path(cfg.output)
-    if accelerator.is_main_process:
-        save_config(cfg, out / 'config.yaml')
     prep = prepare_run(cfg, accelerator, distiller, pool.named_parameters(), pool.no_weight_decay(), **shape)
     distiller = prep.model
     core = accelerator.unwrap_model(distiller)

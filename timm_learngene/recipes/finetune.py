@@ -29,12 +29,12 @@ from ..errors import ConfigError
 from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
 from ..snnet import anchor_pool
 from ..stitch_init import STITCH_INITS, init_stitches
-from ..training.loop import finish, fit, latest_checkpoint, make_accelerator
+from ..training.loop import finish, fit, latest_checkpoint
 from ..training.metrics import accuracy
 from ..training.options import (
-    AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable, save_config,
+    AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
-from ..training.setup import prepare_run, resolve_precision
+from ..training.setup import prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -132,11 +132,8 @@ def run(cfg):
         raise ConfigError(f'finetune: --routes-per-step {cfg.routes_per_step}: {e}') from None
     shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
     probe_routes = list(always) or routes[-cfg.routes_per_step:]
-    resolve_precision(cfg, trainer, lambda m, b: m(b[0], b[1], probe_routes), **shape)
-    accelerator = make_accelerator(cfg, find_unused_parameters=True)
+    accelerator = start_run(cfg, trainer, lambda m, b: m(b[0], b[1], probe_routes), **shape, find_unused_parameters=True)
     out = Path(cfg.output)
-    if accelerator.is_main_process:
-        save_config(cfg, out / 'config.yaml')
     prep = prepare_run(cfg, accelerator, trainer, pool.named_parameters(), pool.no_weight_decay(), **shape)
     trainer = prep.model
     core = accelerator.unwrap_model(trainer)

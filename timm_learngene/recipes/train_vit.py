@@ -20,12 +20,12 @@ from ..ancestry import load_ancestry
 from ..data import build_mixup
 from ..errors import ConfigError
 from ..losses import label_kd_loss
-from ..training.loop import finish, fit, make_accelerator
+from ..training.loop import finish, fit
 from ..training.metrics import accuracy
 from ..training.options import (
-    AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN, Option, OptionTable, save_config,
+    AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN, Option, OptionTable,
 )
-from ..training.setup import prepare_run, resolve_precision
+from ..training.setup import prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -60,11 +60,8 @@ def run(cfg):
     model = timm.create_model(cfg.model, drop_path_rate=cfg.drop_path, **cfg.model_args)
     shape = dict(img_size=model.patch_embed.img_size[0], in_chans=model.patch_embed.proj.in_channels,
                  num_classes=model.num_classes)
-    resolve_precision(cfg, model, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), **shape)
-    accelerator = make_accelerator(cfg)
+    accelerator = start_run(cfg, model, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), **shape)
     out = Path(cfg.output)
-    if accelerator.is_main_process:
-        save_config(cfg, out / 'config.yaml')
     prep = prepare_run(cfg, accelerator, model, model.named_parameters(), model.no_weight_decay(), **shape)
     model = prep.model
     smoothing = 0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing

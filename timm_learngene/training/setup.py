@@ -11,10 +11,11 @@ import torch
 from accelerate import Accelerator
 
 from ..data import build_dataset, build_loader
-from .loop import cosine_schedule, make_optimizer
+from .loop import cosine_schedule, make_accelerator, make_optimizer
+from .options import save_config
 from .precision import make_probe_step, resolve_mixed_precision
 
-__all__ = ['PreparedRun', 'prepare_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
+__all__ = ['PreparedRun', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
 
 _logger = logging.getLogger(__name__)
 
@@ -110,3 +111,15 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, params: I
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     scheduler = cosine_schedule(optimizer, warmup_steps(cfg, steps_per_epoch, total), total, cfg.min_lr_ratio)
     return PreparedRun(model, optimizer, train_loader, eval_loader, scheduler, steps_per_epoch, total)
+
+
+def start_run(cfg, module: torch.nn.Module, probe_loss: Callable[[torch.nn.Module, Any], Any], *, img_size: int,
+              in_chans: int, num_classes: int, find_unused_parameters: bool = False) -> Accelerator:
+    """What every training recipe does once its model is built: resolve ``mixed_precision: auto`` on ``module``
+    (:func:`resolve_precision`, with ``probe_loss``), build the Accelerator, and write the resolved config to
+    ``OUTPUT/config.yaml`` (on the main process)."""
+    resolve_precision(cfg, module, probe_loss, img_size=img_size, in_chans=in_chans, num_classes=num_classes)
+    accelerator = make_accelerator(cfg, find_unused_parameters=find_unused_parameters)
+    if accelerator.is_main_process:
+        save_config(cfg, Path(cfg.output) / 'config.yaml')
+    return accelerator
