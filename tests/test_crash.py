@@ -300,7 +300,7 @@ def test_nan_loss_stops_with_the_step_and_term_and_leaves_the_checkpoint(tmp_pat
             losses['total'] = losses['total'] + losses['kd']
         return losses
 
-    with pytest.raises(NonFiniteLossError, match=r"loss term 'kd' = nan at step index 3") as e:
+    with pytest.raises(NonFiniteLossError, match=r"loss terms .*'kd' = nan at step index 3") as e:
         _tiny_fit(tmp_path / 'run', nan_at_3)
     msg = str(e.value)
     assert "'kd' = nan" in msg and 'step index 3' in msg and 'step_00000002' in msg, msg
