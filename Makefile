@@ -39,11 +39,17 @@ bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # Mutation testing of the modules that hold the maths ([tool.mutmut] in pyproject.toml) against the fast tests;
-# writes docs/mutants.md (survivors and why each is harmless). Not part of CI.
-mutants: venv
+# writes docs/mutants.md (every surviving mutant and why it is harmless; the run time is in it). Not part of CI.
+# MUTMUT_CHILDREN=1 leaves a core free on a 2-core machine that is busy with something else.
+MUTMUT_CHILDREN ?= 2
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+mutants: venv $(VENV)/.installed-dev
 	rm -rf mutants
-	$(PY) -m mutmut run --max-children 2
+	start=$$(date +%s); $(PY) -m mutmut run --max-children $(MUTMUT_CHILDREN) || exit $$?; \
+	  echo "$$(( $$(date +%s) - start )) --max-children $(MUTMUT_CHILDREN), $$(nproc) CPUs" > mutants/run_seconds
 	$(PY) tests/mutation_report.py > docs/mutants.md
 
 clean:
