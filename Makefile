@@ -40,15 +40,19 @@ bench: venv
 
 # Mutation testing of the modules that hold the maths ([tool.mutmut] in pyproject.toml) against the fast tests;
 # writes docs/mutants.md (every surviving mutant and why it is harmless; the run time is in it). Not part of CI.
-# MUTMUT_CHILDREN=1 leaves a core free on a 2-core machine that is busy with something else.
+# MUTMUT_CHILDREN=1 leaves a core free on a 2-core machine that is busy with something else. MUTMUT_VMEM_KB caps
+# each mutmut process's address space (the tests need under 4 GB): a mutant that loops while allocating (spec._windows
+# with its stride negated) then dies of MemoryError instead of driving the machine into its OOM killer.
 MUTMUT_CHILDREN ?= 2
+MUTMUT_VMEM_KB ?= 6000000
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 mutants: venv $(VENV)/.installed-dev
 	rm -rf mutants
-	start=$$(date +%s); $(PY) -m mutmut run --max-children $(MUTMUT_CHILDREN) || exit $$?; \
+	ulimit -v $(MUTMUT_VMEM_KB); start=$$(date +%s); \
+	  $(PY) -m mutmut run --max-children $(MUTMUT_CHILDREN) || exit $$?; \
 	  echo "$$(( $$(date +%s) - start )) --max-children $(MUTMUT_CHILDREN), $$(nproc) CPUs" > mutants/run_seconds
 	$(PY) tests/mutation_report.py > docs/mutants.md
 

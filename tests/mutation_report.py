@@ -168,8 +168,10 @@ _STATUS = {  # mutmut 3's exit codes (mutmut/stats.py: status_by_exit_code)
     36: 'timeout', 37: 'caught by type check', 24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout',
     -11: 'segfault', -9: 'segfault', 2: 'interrupted', None: 'not checked',
 }
-# a timeout is a detected mutant (the tests hang: an infinite loop), listed for information only
-_NOT_KILLED = ('survived', 'no tests', 'suspicious', 'segfault', 'skipped', 'interrupted', 'not checked')
+# a timeout or a crash is a detected mutant (the tests hang in an endless loop, or their process dies: mutmut calls
+# a kill by signal 'segfault'), listed for information only
+_DETECTED = ('timeout', 'segfault')
+_NOT_KILLED = ('survived', 'no tests', 'suspicious', 'skipped', 'interrupted', 'not checked')
 
 
 def _only_mutate():
@@ -247,10 +249,10 @@ def main() -> int:
         for mutant, code in json.loads(meta.read_text())['exit_code_by_key'].items():
             status = _STATUS.get(code, 'suspicious')
             counts[module][status] += 1
-            if status in _NOT_KILLED or status == 'timeout':
+            if status in _NOT_KILLED or status in _DETECTED:
                 minus, plus, before = _changed(_diff(mutant, path))
                 row = (module, _function(mutant), mutant, status, minus, ' / '.join(plus), before)
-                (timeouts if status == 'timeout' else survivors).append(row)
+                (timeouts if status in _DETECTED else survivors).append(row)
 
     explained, unexplained, used = [], [], set()
     for module, fn, mutant, status, minus, plus, before in survivors:
@@ -298,7 +300,8 @@ def main() -> int:
     p(f'| **all** | ' + ' | '.join(str(total[s]) for s in statuses) + ' |')
     p()
     p('"no tests": no selected test reaches the function (mutmut runs, per mutant, only the tests that called it). '
-      '"timeout": the tests ran past their time limit (an endless loop): detected, like a kill.')
+      '"timeout" (the tests ran past their time limit: an endless loop) and "segfault" (their process was killed by '
+      'a signal) are detected, like a kill.')
     p()
 
     p('## Unexplained')
@@ -329,12 +332,12 @@ def main() -> int:
         p()
 
     if timeouts:
-        p('## Timeouts (detected)')
+        p('## Timeouts and crashes (detected)')
         p()
-        p('| module | function | original | mutated |')
-        p('|---|---|---|---|')
-        for module, fn, _, _, minus, plus, _ in sorted(timeouts):
-            p(f'| {module} | {fn} | `{_md(" / ".join(minus))}` | `{_md(plus)}` |')
+        p('| module | function | status | original | mutated |')
+        p('|---|---|---|---|---|')
+        for module, fn, _, status, minus, plus, _ in sorted(timeouts):
+            p(f'| {module} | {fn} | {status} | `{_md(" / ".join(minus))}` | `{_md(plus)}` |')
         p()
 
     stale = sorted(set(REASONS) - used)
