@@ -181,32 +181,66 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 2), MemberSpec('base', 32, 2, 2)), img_size=32, patch_size=8,
                     in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 3, (0, 1), (0, 2)))
     preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml').read_text())
-    preset.update(data_dir=str(data), num_workers=0, name='toy_replication')
+    preset.update(data_dir=str(data), num_workers=0, name='toy_replication', val_size=16)
     preset['ancestry']['model_args'].update(embed_dim=32, depth=3, num_heads=2)
     preset['distill']['pool'] = spec.to_dict()
-    for section in (preset['ancestry'], preset['distill'], preset['finetune'], preset['replication']['anchor'],
-                    preset['replication']['direct']):
-        section.update(batch_size=32, log_every=1)
-        section.pop('epochs', None)
-        section['max_steps'] = 2
-    preset['replication']['direct_widths'] = [[16, 1], [32, 2]]
+    rep = preset['replication']
+    for section in (preset['ancestry'], preset['distill'], preset['finetune'], rep['anchor'], rep['direct'],
+                    rep['scratch']):
+        section.update(batch_size=32, log_every=1, max_steps=2, checkpoint_every=0)
+    rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene', 'transpose'],
+               anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]])
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
     report = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
     text = report.read_text()
     for label in ('LGP, lstsq init, finetuned', 'LGP, learngene init, zero-shot', 'LGP, transpose init, finetuned',
-                  'SN-Net (scratch anchors, lstsq), finetuned', 'scratch members alone', 'direct KD students'):
-        assert f'| {label} |' in text, label
+                  "SN-Net (anchors at the ancestry's depth, lstsq), finetuned", "members' shapes from scratch",
+                  'direct logit-KD students'):
+        assert f'| {label} | ' in text, label
+    assert '| LGP, lstsq init, finetuned | 2 |' in text and '| LGP, lstsq init, zero-shot | 1 |' in text
+    for claim in ('LGP >= SN-Net at equal GMACs', 'LGP builds smaller models', 'LGP stores fewer parameters',
+                  '`learngene` init >= `lstsq`', 'Stitched descendants vs direct distillation'):
+        assert f'**{claim}' in text, claim
+    assert ' +- ' in text  # two seeds: mean +- sd
     assert (tmp_path / 'out' / 'report' / 'replication.png').read_bytes()[:4] == b'\x89PNG'
     n = len(timm_learngene.enumerate_descendants(spec))
-    zero = list(csv.DictReader(open(tmp_path / 'out' / 'eval_lgp_learngene_zeroshot' / 'descendants.csv')))
-    assert len(zero) == n
-    # the zero-shot pool kept the distilled members: its blocks equal the distilled pool's
+    seed0 = tmp_path / 'out' / 'seed0'
+    zero = list(csv.DictReader(open(seed0 / 'eval_lgp_learngene_zeroshot' / 'descendants.csv')))
+    assert len(zero) == n and all(r['val_top1'] for r in zero)
+    assert not (tmp_path / 'out' / 'seed1' / 'lgp_lstsq_zeroshot').exists()
+    # SN-Net's anchors have the ancestry's depth; its widest anchor is the ancestry itself
+    snnet = timm_learngene.read_pool_config(seed0 / 'snnet_finetuned' / 'pool')['model_args']['pool']
+    assert [(m.width, m.depth) for m in snnet.members] == [(16, 3), (32, 3)]
+    # each seed distilled its own pool; the zero-shot pool kept the distilled members
     from safetensors.torch import load_file
-    a = load_file(tmp_path / 'out' / 'distill' / 'pool' / 'model.safetensors')
-    b = load_file(tmp_path / 'out' / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
+    a = load_file(seed0 / 'distill' / 'pool' / 'model.safetensors')
+    a1 = load_file(tmp_path / 'out' / 'seed1' / 'distill' / 'pool' / 'model.safetensors')
+    assert any(not torch.equal(a[k], a1[k]) for k in a if k.startswith('members.'))
+    b = load_file(seed0 / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
+
+
+def test_replication_verdicts_follow_the_numbers():
+    from timm_learngene.recipes.replication import best_at, claims, compare
+    rows = [dict(name='a', route='t', gmacs=1.0, top1=80.0, val_top1=70.0),
+            dict(name='b', route='t->b', gmacs=2.0, top1=90.0, val_top1=60.0)]
+    assert best_at(rows, 2.0) == 80.0  # chosen on val, reported on test
+    assert best_at(rows, 0.5) is None
+    assert best_at([dict(r, val_top1=None) for r in rows], 2.0) == 90.0  # no val: the largest model
+    assert compare([80.0, 80.2, 79.8], [75.0, 75.1, 74.9], None) == 'higher'
+    assert compare([80.0, 81.0], [80.3, 80.6], 10000) == 'tie'
+    assert compare([70.0], [80.0], 10000) == 'lower'
+    lgp = {0: [dict(name='s1', route='t', params=1, gmacs=1.0, top1=80.0, val_top1=80.0),
+               dict(name='s2', route='t->b', params=2, gmacs=1.5, top1=81.0, val_top1=81.0)]}
+    sn = {0: [dict(name='s1', route='t', params=3, gmacs=2.0, top1=70.0, val_top1=70.0)]}
+    text = '\n'.join(claims({'lgp_lstsq finetuned': lgp, 'snnet finetuned': sn}, [1.0, 2.0], 3, 4, 10000))
+    assert 'LGP >= SN-Net at equal GMACs** (LGP, lstsq init, finetuned vs SN-Net, best top-1 chosen on val): holds: ' \
+        'higher at 1, tied at 0, lower at 0 of the 1 budgets' in text
+    assert 'LGP builds smaller models**: holds' in text and 'LGP stores fewer parameters**: holds' in text
+    text = '\n'.join(claims({'lgp_lstsq finetuned': sn, 'snnet finetuned': lgp}, [1.0, 2.0], 4, 3, 10000))
+    assert 'does not hold: higher at 0, tied at 0, lower at 1' in text and 'smaller models**: does not hold' in text
 
 
 def test_publish_demo_copies_the_report_and_its_targets_into_the_readme(tmp_path):

@@ -16,9 +16,10 @@ With ``mixed_precision: auto`` the first stage that runs probes fp32 against bf1
 use its choice. ``val_size`` holds that many training images out of every stage's training; choices (the Pareto
 front, the best descendant) are made on them and test numbers reported for what was chosen.
 
-Preset ``replication`` (``make demo PRESET=replication``) runs, after stages 1-2, the comparison arms of
-timm_learngene/recipes/replication.py (every stitch init, SN-Net from scratch anchors, scratch members, direct KD
-students) and writes OUTPUT/report/replication.md + replication.png.
+Preset ``replication`` (``make demo PRESET=replication``) runs, after stage 1, the comparison arms of
+timm_learngene/recipes/replication.py once per seed (distillation and each stitch init, SN-Net with 12-block
+anchors, the members' shapes from scratch, direct KD students) and writes OUTPUT/report/replication.md +
+replication.png (mean +- sd over the seeds, a verdict on each of the paper's claims).
 
 A preset is a YAML file with one section per stage (options of that recipe, checked against its option table
 before any stage runs) plus the options every stage shares (``SHARED``: ``dataset``, ``data_dir``,
@@ -160,8 +161,8 @@ def run(cfg) -> Path:
     stand_in = {'finetune': {'pool': 'POOL'}, 'evaluate': {'pool': 'POOL'},
                 'replication.direct': {'teacher_checkpoint': 'ANCESTRY'}}
     sections = [(stage, recipe, preset[stage]) for stage, recipe in STAGES.items() if stage in preset]
-    sections += [(f'replication.{arm}', train_vit, preset['replication'][arm]) for arm in ('anchor', 'direct')
-                 if arm in preset.get('replication', {})]
+    sections += [(f'replication.{arm}', train_vit, preset['replication'][arm])
+                 for arm in ('anchor', 'direct', 'scratch') if arm in preset.get('replication', {})]
     for stage, recipe, options in sections:
         stage_config(recipe, shared, dict(options, **stand_in.get(stage, {})), source=f'preset section {stage!r}')
     out.mkdir(parents=True, exist_ok=True)
@@ -178,14 +179,14 @@ def run(cfg) -> Path:
 def _run_stages(preset: Dict, out: Path, stages: _StageRunner) -> Path:
     anc = out / 'ancestry'
     stages('ancestry', train_vit, dict(preset['ancestry'], output=str(anc)), anc / 'model' / 'model.safetensors')
-    dist = out / 'distill'
-    stages('distill', distill, dict(preset['distill'], output=str(dist), teacher_checkpoint=str(anc / 'model')),
-           dist / 'pool' / 'model.safetensors')
-    if 'replication' in preset:
+    if 'replication' in preset:  # one ancestry; every downstream arm (distillation included) once per seed
         report = replicate(preset, out, stages)
         print(report.read_text())
         print('wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in stages.timings.items()))
         return report
+    dist = out / 'distill'
+    stages('distill', distill, dict(preset['distill'], output=str(dist), teacher_checkpoint=str(anc / 'model')),
+           dist / 'pool' / 'model.safetensors')
     evd = out / 'eval_distilled'
     members = [d.name for d in descendant_table(read_pool_config(dist / 'pool')) if len(d.route) == 1]
     stages('eval_distilled', evaluate, dict(preset.get('evaluate', {}), output=str(evd), pool=str(dist / 'pool'),
