@@ -261,3 +261,19 @@ def test_publish_demo_copies_the_report_and_its_targets_into_the_readme(tmp_path
         publish(out, docs, readme)
     with pytest.raises(ConfigError, match='run make demo first'):
         publish(tmp_path / 'nothing', docs, readme)
+
+
+def test_publish_replication_copies_its_claims_and_table_into_the_readme(tmp_path):
+    from timm_learngene.recipes.publish_demo import END, REP_END, REP_START, START, publish
+    out, docs, readme = tmp_path / 'out', tmp_path / 'docs', tmp_path / 'README.md'
+    (out / 'report').mkdir(parents=True)
+    (out / 'report' / 'replication.md').write_text(
+        '# Replication\n\nSeeds per arm: 2.\n\n## Claims\n\n- **x**: holds\n\n![p](replication.png)\n\n'
+        '## Best top-1 within a GMACs budget\n\n| method | top1 |\n|---|---|\n| LGP | 80 |\n\n## Settings\n\ny\n')
+    (out / 'report' / 'replication.png').write_bytes(b'\x89PNG')
+    readme.write_text(f'a\n{START}\ndemo\n{END}\nb\n{REP_START}\nold\n{REP_END}\nc\n')
+    publish(out, docs, readme)
+    assert readme.read_text() == (f'a\n{START}\ndemo\n{END}\nb\n{REP_START}\nSeeds per arm: 2.\n\n- **x**: holds\n\n'
+                                  f'![p](docs/replication.png)\n\n| method | top1 |\n|---|---|\n| LGP | 80 |\n{REP_END}\nc\n')
+    assert (docs / 'replication.md').read_text().startswith('# Replication')
+    assert (docs / 'replication.png').read_bytes() == b'\x89PNG'

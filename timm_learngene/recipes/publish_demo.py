@@ -1,6 +1,9 @@
 """Publish a finished ``make demo`` run into the docs: ``docs/demo.md`` (the run's report), ``docs/demo_pareto.png``,
 and the Targets table of the report into README.md between the ``<!-- demo:start -->`` and ``<!-- demo:end -->``
-markers, so the README's numbers always come from a report, never typed by hand.
+markers, so the README's numbers always come from a report, never typed by hand. A replication run
+(``make demo-docs PRESET=replication``; its report is rewritten after each arm, so a partial run publishes what
+finished, with the seeds per arm stated) goes to ``docs/replication.md`` + ``docs/replication.png`` and its Claims
+and budget table into README.md between ``<!-- replication:start -->`` and ``<!-- replication:end -->``.
 
     python -m timm_learngene.recipes.publish_demo [OUT_DIR]        # default out/demo (make demo-docs)
 """
@@ -15,6 +18,7 @@ __all__ = ['publish', 'main']
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 START, END = '<!-- demo:start -->', '<!-- demo:end -->'
+REP_START, REP_END = '<!-- replication:start -->', '<!-- replication:end -->'
 
 
 def _section(text: str, heading: str) -> str:
@@ -27,7 +31,26 @@ def _section(text: str, heading: str) -> str:
     return '\n'.join(lines[i:j]).strip()
 
 
+def _between(readme: Path, start: str, end: str, summary: str) -> None:
+    body = readme.read_text()
+    if start not in body or end not in body:
+        raise ConfigError(f'{readme} has no {start} ... {end} markers')
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f'{head}{start}\n{summary}\n{end}{tail}')
+
+
 def publish(out: Path, docs: Path = CHECKOUT / 'docs', readme: Path = CHECKOUT / 'README.md') -> None:
+    replication = out / 'report' / 'replication.md'
+    if replication.is_file():
+        text = replication.read_text()
+        docs.mkdir(parents=True, exist_ok=True)
+        (docs / 'replication.md').write_text(text)
+        shutil.copy(out / 'report' / 'replication.png', docs / 'replication.png')
+        intro = text.split('\n## ', 1)[0].split('\n', 1)[1].strip()
+        summary = '\n\n'.join([intro, _section(text, '## Claims'), _section(text, '## Best top-1 within a GMACs budget')])
+        _between(readme, REP_START, REP_END, summary.replace('](replication.png)', '](docs/replication.png)'))
+        return
     report = out / 'report' / 'report.md'
     if not report.is_file():
         raise ConfigError(f'{report} not found; run make demo first')
@@ -35,13 +58,7 @@ def publish(out: Path, docs: Path = CHECKOUT / 'docs', readme: Path = CHECKOUT /
     docs.mkdir(parents=True, exist_ok=True)
     (docs / 'demo.md').write_text(text.replace('](pareto.png)', '](demo_pareto.png)'))
     shutil.copy(out / 'report' / 'pareto.png', docs / 'demo_pareto.png')
-    body = readme.read_text()
-    if START not in body or END not in body:
-        raise ConfigError(f'{readme} has no {START} ... {END} markers')
-    head, rest = body.split(START, 1)
-    _, tail = rest.split(END, 1)
-    summary = _section(text, '## Targets')
-    readme.write_text(f'{head}{START}\n{summary}\n{END}{tail}')
+    _between(readme, START, END, _section(text, '## Targets'))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

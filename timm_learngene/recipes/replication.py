@@ -126,7 +126,7 @@ def compare(a: Sequence[float], b: Sequence[float], test_images: Optional[int]) 
 
 def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     """Run every arm for every seed (reusing finished stages) and write OUTPUT/report/replication.md +
-    replication.png; the report is rewritten after each seed, so a run cut short still reports what finished.
+    replication.png; the report is rewritten after each arm, so a run cut short still reports what finished.
 
     ``run(stage, recipe, options, done)`` is the pipeline's stage runner: it runs ``recipe`` (a recipe module)
     with ``options`` over the preset's shared ones, unless ``done`` and the stage's marker exist."""
@@ -192,6 +192,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         for init in rep['stitch_inits']:
             cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
             compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
+            report = _report(out, preset, spec, results, compute, ancestry_cost)
         # 2. SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         anchors, anchor_cost = [], 0
         for width, heads in rep['anchor_widths']:
@@ -202,6 +203,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         anchors.append(anc_ckpt)
         cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
         compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
+        report = _report(out, preset, spec, results, compute, ancestry_cost)
         # 3. direct logit-KD students, 4. the members' shapes from scratch
         for arm, key, widths, kd in (('direct', 'direct', rep['direct_widths'], True),
                                      ('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)):
@@ -212,7 +214,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                 total += cost
             results.setdefault(arm, {})[seed] = rows
             compute[arm] = total + (ancestry_cost if kd else 0)
-        report = _report(out, preset, spec, results, compute, ancestry_cost)
+            report = _report(out, preset, spec, results, compute, ancestry_cost)
     return report
 
 
