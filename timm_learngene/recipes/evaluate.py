@@ -23,6 +23,7 @@ from ..evaluation import (
     descendant_rows, measure_latency, measure_throughput, pareto_plot, write_csv, write_markdown,
 )
 from ..training.loop import finish, make_accelerator
+from ..training.launch import apply_launcher, write_launch_record
 from ..training.setup import resolve_precision
 from ..training.metrics import accuracy
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
@@ -72,9 +73,11 @@ def run(cfg):
                               f's1..s{len(descendants)}')
         descendants = [d for d in descendants if d.name in cfg.descendants]
     largest = descendants[-1]
+    sources = apply_launcher(cfg)
     resolve_precision(cfg, pool, lambda m, b: F.cross_entropy(m(b[0], largest), b[1]), img_size=spec.img_size,
-                      in_chans=spec.in_chans, num_classes=spec.num_classes)
+                      in_chans=spec.in_chans, num_classes=spec.num_classes, source=sources['mixed_precision'])
     accelerator = make_accelerator(argparse.Namespace(**vars(cfg), grad_accum=1))  # no optimizer steps here
+    write_launch_record(accelerator, cfg, sources)
     out = Path(cfg.output)
     pool = pool.to(accelerator.device).eval()
 

@@ -9,7 +9,6 @@ Resume checkpoints (``checkpoints/step_N``, crash-safe, nothing unpickled) are :
 data order, RNG, optimizer, schedule and the loop's own state exactly.
 """
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
+from ..logs import get_logger
 from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_train_state re-exported)
     complete_checkpoints, discard, latest_checkpoint, load_checkpoint, load_train_state, remove_leftovers,
     save_checkpoint, step_of, trim_log,
@@ -27,7 +27,7 @@ from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_t
 __all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
            'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint', 'load_train_state']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
