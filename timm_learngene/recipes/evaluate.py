@@ -52,7 +52,7 @@ OPTIONS = OptionTable([
            'config.json', group='evaluation'),
     Option('title', str, '', "title of descendants.md and pareto.png ('' = '<pool name>: N descendants')",
            group='evaluation'),
-    *pick(RUN, 'output', 'seed', 'mixed_precision', 'cpu', 'fused_attn'),
+    *pick(RUN, 'output', 'seed', 'mixed_precision', 'cpu', 'fused_attn', 'progress'),
 ], __doc__, check=_check, defaults=dict(output='out/eval'))
 
 

@@ -32,6 +32,7 @@ import yaml
 from ..data import BAD_IMAGES, DATASETS
 from ..errors import ConfigError
 from .precision import MIXED_PRECISION_CHOICES
+from .progress import PROGRESS_CHOICES, TRACKERS
 
 __all__ = ['Option', 'OptionTable', 'RecipeConfig', 'Kind', 'GROUPS', 'DATA', 'MODEL', 'OPTIMIZATION', 'AUGMENTATION',
            'DISTILLATION', 'RUN', 'INTERPOLATIONS', 'MIXED_PRECISION', 'pick', 'load_config_file', 'save_config']
@@ -569,7 +570,14 @@ RUN = (
            '--stop-after)', group='run'),
     Option('keep_checkpoints', int, 2, 'complete checkpoints kept; older ones are deleted (0 = keep all)',
            group='run'),
-    Option('log_every', int, 20, 'append the loss terms and lr to log.jsonl every N optimizer steps', group='run'),
+    Option('log_every', int, 20, 'append the loss terms and lr to log.jsonl (and to the --log-with trackers; with '
+           '--progress lines, print a progress line) every N optimizer steps', group='run'),
+    Option('progress', str, 'auto', 'how training shows its progress: bar (tqdm), lines (a plain line every '
+           '--log-every steps with loss, lr, img/s and the ETA, for log files), none, or auto (a bar when stdout and '
+           'stderr are terminals, else lines)', choices=PROGRESS_CHOICES, group='run'),
+    Option('log_with', List[str], [], "accelerate trackers that also get the loss terms, lr and evaluations, "
+           f"comma-separated ({', '.join(TRACKERS)}); written under OUTPUT/trackers. tensorboard: pip install "
+           "'timm-learngene[tensorboard]'", group='run'),
     Option('eval', bool, True, 'evaluate on the evaluation split at the end of every epoch and of the run',
            group='run'),
     Option('stop_after', int, 0, 'checkpoint and stop after N optimizer steps, for time-limited jobs; continue '
