@@ -30,7 +30,7 @@ from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
 from .split import SplitSubset, check_val_size, split_indices
 
-__all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
+__all__ = ['build_dataset', 'check_data_source', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
            'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS']
@@ -124,6 +124,28 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     if len(ds) == 0:
         raise DatasetError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
     return ds
+
+
+def check_data_source(cfg: Mapping[str, Any], splits=('train',)) -> None:
+    """Raise DatasetError when the files of ``splits`` (of :data:`SPLITS`) are not where ``cfg`` says: the
+    Fashion-MNIST files, or ``data_dir`` and its split folders. Cheap (it lists folders, reads no image), so the
+    recipes call it before loading any ancestry or pool: a missing data dir is reported first, not after a
+    download that was going to be useless. :func:`build_dataset` checks the rest."""
+    name = cfg.get('dataset', 'synthetic')
+    if name == 'synthetic':
+        return
+    if name not in DATASETS:
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+    if name == 'fashion_mnist':
+        try:
+            find_fashion_mnist(cfg.get('data_dir') or None)
+        except FileNotFoundError as e:
+            raise DatasetError(str(e)) from None
+        return
+    if not cfg.get('data_dir'):
+        raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
+    for split in dict.fromkeys('eval' if s == 'eval' else 'train' for s in splits):
+        find_split_folder(cfg['data_dir'], split)
 
 
 def _check_num_classes(n: int, num_classes: int, what: str, extra: str = ''):

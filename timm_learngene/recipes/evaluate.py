@@ -24,7 +24,7 @@ from ..evaluation import (
 )
 from ..training.loop import finish, make_accelerator
 from ..training.launch import apply_launcher, write_launch_record
-from ..training.setup import resolve_precision
+from ..training.setup import check_inputs, resolve_precision
 from ..training.metrics import accuracy
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
 
@@ -62,6 +62,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def run(cfg):
     """Evaluate; returns the rows (one dict per descendant)."""
+    check_inputs(cfg, ('eval', 'train') if cfg.val_size else ('eval',))  # the data is there before the pool loads
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     pool = load_pool(cfg.pool).eval()
     spec = pool.pool_spec

@@ -34,7 +34,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
-from ..training.setup import prepare_run, start_run
+from ..training.setup import check_inputs, prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -103,6 +103,7 @@ def _teacher(cfg, recipe):
 
 def run(cfg):
     """Finetune; returns the finetuned pool (the folder is OUTPUT/pool)."""
+    check_inputs(cfg)  # the data is there before the pool, the anchors or the ancestry are loaded
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     set_seed(cfg.seed)
     if cfg.pool:

@@ -9,18 +9,29 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 from accelerate import Accelerator
 
-from ..data import build_dataset, build_loader
+from ..data import build_dataset, build_loader, check_data_source
 from ..logs import get_logger
 from .launch import apply_launcher, write_launch_record
 from .loop import cosine_schedule, make_accelerator, make_optimizer
+from .progress import check_trackers
 from .options import save_config
 from .precision import make_probe_step, resolve_mixed_precision
 
-__all__ = ['PreparedRun', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
+__all__ = ['PreparedRun', 'check_inputs', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
 
 _logger = get_logger(__name__)
 
 PRECISION_FILE = 'precision.json'
+
+
+def check_inputs(cfg, splits=None) -> None:
+    """What a recipe checks before it loads any model, ancestry or pool: the data (:func:`~timm_learngene.data.
+    check_data_source`; ``splits`` default: ``train``, and ``eval`` with ``cfg.eval``) and the ``--log-with``
+    trackers. Raises DatasetError or ConfigError."""
+    if splits is None:
+        splits = ('train', 'eval') if getattr(cfg, 'eval', False) else ('train',)
+    check_data_source(vars(cfg), splits)
+    check_trackers(getattr(cfg, 'log_with', None) or [])
 
 
 def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], Any], *,
