@@ -11,7 +11,7 @@ import timm
 
 from conftest import tiny_spec
 from timm_learngene.checkpoint import save_pool
-from timm_learngene.errors import DatasetError, HubError
+from timm_learngene.errors import ConfigError, DatasetError, HubError
 from timm_learngene.recipes import distill, evaluate, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +94,56 @@ def test_hub_errors_name_the_case_and_only_hub_failures_are_mapped():
     assert 'gated' in str(hub_error(GatedRepoError('403', response=response), 'loading x', 'y'))
     assert 'cannot be reached' in str(hub_error(ConnectionRefusedError(111, 'refused'), 'loading x', 'y'))
     assert hub_error(KeyError('a bug'), 'loading x', 'y') is None
+
+
+def _reset():
+    from accelerate.state import AcceleratorState, PartialState
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
+def test_num_classes_puts_new_heads_on_every_member(tmp_path, pool_dir, caplog):
+    """A pool of 5 classes finetuned and evaluated on data of 3 (--num-classes), and a warning when the pool has
+    more outputs than the data has classes."""
+    common = ['--dataset', 'synthetic', '--num-workers', '0', '--cpu', '--mixed-precision', 'no', '--no-fused-attn']
+    train = common + ['--max-steps', '1', '--batch-size', '4', '--train-limit', '8', '--stitch-init', 'none',
+                      '--kd-weight', '0', '--routes-per-step', '1']
+    try:
+        pool = finetune.main(train + ['--pool', str(pool_dir), '--num-classes', '3', '--output', str(tmp_path / 'ft')])
+    finally:
+        _reset()
+    assert pool.pool_spec.num_classes == 3
+    assert all(m.head.out_features == 3 for m in pool.members.values())
+    teacher = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, embed_dim=16, depth=1,
+                                num_heads=2, num_classes=5)
+    timm.models.save_for_hf(teacher, tmp_path / 'teacher', safe_serialization=True)
+    with pytest.raises(ConfigError, match=r'ancestry has 5 outputs and the pool 3.*--kd-weight 0'):
+        finetune.main(train[:-4] + ['--routes-per-step', '1', '--pool', str(pool_dir), '--num-classes', '3',
+                                    '--teacher-checkpoint', str(tmp_path / 'teacher'), '--output',
+                                    str(tmp_path / 'ft2')])
+    _reset()
+    with caplog.at_level('INFO', logger='timm_learngene'):
+        try:
+            rows = evaluate.main(common + ['--pool', str(pool_dir), '--num-classes', '3', '--no-throughput',
+                                           '--eval-limit', '8', '--batch-size', '8', '--no-write-pool',
+                                           '--output', str(tmp_path / 'ev')])
+        finally:
+            _reset()
+    assert rows and 'new, untrained head' in caplog.text
+    # a 5-output pool on a 3-class folder: it runs, with one warning naming --num-classes
+    from PIL import Image
+    for split in ('train', 'val'):
+        for c in range(3):
+            (tmp_path / 'data' / split / f'c{c}').mkdir(parents=True)
+            Image.new('RGB', (32, 32), (c * 80, 0, 0)).save(tmp_path / 'data' / split / f'c{c}' / '0.png')
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='timm_learngene'):
+        try:
+            evaluate.main(['--dataset', 'folder', '--data-dir', str(tmp_path / 'data')] + common[2:] +
+                          ['--pool', str(pool_dir), '--no-throughput', '--no-write-pool', '--output',
+                           str(tmp_path / 'ev2')])
+        finally:
+            _reset()
+    warned = [r.getMessage() for r in caplog.records if 'never a target' in r.getMessage()]
+    assert len(warned) == 1 and 'has 3 classes but the model has 5 outputs' in warned[0]
+    assert '--num-classes 3' in warned[0]

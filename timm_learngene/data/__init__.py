@@ -24,6 +24,7 @@ import torch
 from timm.data import Mixup
 
 from ..errors import DatasetError, TransformError
+from ..logs import get_logger
 from .augment import build_transform, dataset_stats, guard_posterize
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
@@ -34,6 +35,8 @@ __all__ = ['build_dataset', 'check_data_source', 'build_loader', 'build_mixup', 
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
            'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS']
+
+_logger = get_logger(__name__)
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
 SPLITS = ('train', 'val', 'eval')
@@ -149,7 +152,12 @@ def check_data_source(cfg: Mapping[str, Any], splits=('train',)) -> None:
 
 
 def _check_num_classes(n: int, num_classes: int, what: str, extra: str = ''):
-    # a label >= num_classes fails in cross_entropy mid-run; fewer classes than outputs is fine (unused logits)
+    # a label >= num_classes fails in cross_entropy mid-run; fewer classes than outputs runs (unused logits) but is
+    # most likely a pool made for other data, so it is worth a warning
+    if num_classes and n < num_classes:
+        _logger.warning_once(f'{what} has {n} classes but the model has {num_classes} outputs: {num_classes - n} '
+                             f'outputs are never a target (a pool from other data?); finetune and evaluate take '
+                             f'--num-classes {n} to put new heads on every member')
     if num_classes and n > num_classes:
         raise DatasetError(f'{what} has {n} classes but the model has {num_classes} outputs; build the model with '
                            f'{n} classes (distill: --num-classes {n}; train_vit: --model-args '

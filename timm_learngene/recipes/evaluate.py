@@ -16,9 +16,10 @@ from typing import List, Optional, Sequence
 import torch
 from timm.layers import set_fused_attn
 
-from ..checkpoint import load_pool, update_pool_metrics
+from ..checkpoint import load_pool, read_pool_config, update_pool_metrics
 from ..data import build_dataset, build_loader
 from ..errors import ConfigError
+from ..logs import get_logger
 from ..evaluation import (
     descendant_rows, measure_latency, measure_throughput, pareto_plot, write_csv, write_markdown,
 )
@@ -30,6 +31,8 @@ from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pic
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
+_logger = get_logger(__name__)
+
 
 def _check(cfg) -> None:
     if not cfg.pool:
@@ -38,6 +41,9 @@ def _check(cfg) -> None:
 
 OPTIONS = OptionTable([
     Option('pool', str, '', 'the pool folder to evaluate (OUTPUT/pool of distill or finetune)', group='model'),
+    Option('num_classes', int, 0, "classifier outputs (0 = the pool's); another number puts a new, untrained head "
+           'on every member: params, GMACs and speed for that many classes, top-1 at chance level (finetune '
+           '--num-classes first for accuracy)', group='model'),
     Option('descendants', List[str], [], "the descendants to evaluate, comma-separated names ('' = all)",
            group='model'),
     *pick(DATA, 'dataset', 'data_dir', 'eval_limit', 'val_size', 'val_seed', 'num_workers', 'bad_images'),
@@ -64,8 +70,11 @@ def run(cfg):
     """Evaluate; returns the rows (one dict per descendant)."""
     check_inputs(cfg, ('eval', 'train') if cfg.val_size else ('eval',))  # the data is there before the pool loads
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
-    pool = load_pool(cfg.pool).eval()
+    pool = load_pool(cfg.pool, **({'num_classes': cfg.num_classes} if cfg.num_classes else {})).eval()
     spec = pool.pool_spec
+    if cfg.num_classes and cfg.num_classes != read_pool_config(cfg.pool)['model_args']['pool'].num_classes:
+        _logger.warning('evaluate --num-classes %d: every member has a new, untrained head, so top-1 is at chance '
+                        'level; finetune --num-classes %d first to measure accuracy', cfg.num_classes, cfg.num_classes)
     descendants = pool.descendants
     if cfg.descendants:
         unknown = sorted(set(cfg.descendants) - {d.name for d in descendants})
