@@ -52,7 +52,7 @@ OPTIONS = OptionTable([
            group='model'),
     Option('num_classes', int, 0, "classifier outputs (0 = the pool's); another number puts a new head of that "
            'many classes on every member, to finetune on a data set with other classes (as timm\'s train.py '
-           '--num-classes); KD then needs an ancestry with as many outputs, or --kd-weight 0', group='model'),
+           '--num-classes); KD then needs an ancestry with as many outputs', group='model'),
     Option('stitch_init', str, 'lstsq', "how the stitch layers start: lstsq (least squares on --init-images "
            'training images), learngene (data-free, from the distillation transforms), transpose (the released '
            "code's rule), none (keep the pool's stitch layers)", choices=STITCH_INITS + ('none',),
