@@ -58,6 +58,7 @@ def test_a_training_run_prints_progress_and_evaluation_lines(tmp_path, capsys):
     assert [s.split(',')[0] for s in steps] == ['ancestry step 2/3 (67%)', 'ancestry step 3/3 (100%)']
     assert all('lr ' in s and 'img/s ' in s for s in steps)
     assert any(line.startswith('epoch 0 step 3: top1 ') for line in out.splitlines())
+    assert (tmp_path / 'run' / 'curves.png').read_bytes()[:4] == b'\x89PNG'  # the loss/lr curves beside the log
 
 
 def test_log_with_refuses_what_accelerate_does_not_have():

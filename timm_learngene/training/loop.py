@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
 from ..logs import get_logger
+from .curves import plot_log
 from .progress import Progress, check_trackers, tracker_config
 from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_train_state re-exported)
     complete_checkpoints, discard, latest_checkpoint, load_checkpoint, load_train_state, remove_leftovers,
@@ -259,6 +260,8 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
             if metrics and getattr(cfg, 'log_with', None):
                 accelerator.log({f'eval/{k}': v for k, v in metrics.items()}, step=state.step)
     progress.close()
+    if accelerator.is_main_process:
+        plot_log(log_file)  # OUTPUT/curves.png: loss terms and lr against the step
     return state
 
 
