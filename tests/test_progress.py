@@ -103,7 +103,8 @@ def test_pareto_points_are_labelled_with_descendant_names(tmp_path, monkeypatch)
     from timm_learngene.evaluation import pareto_plot
     labels = []
     real = Axes.annotate
-    monkeypatch.setattr(Axes, 'annotate', lambda self, text, *a, **kw: labels.append(text) or real(self, text, *a, **kw))
+    monkeypatch.setattr(Axes, 'annotate',
+                        lambda self, text, *a, **kw: labels.append(text) or real(self, text, *a, **kw))
     rows = [dict(name='s1', gmacs=0.1, top1=50.0), dict(name='s2', gmacs=0.2, top1=60.0), dict(name='s3', gmacs=0.3)]
     path = pareto_plot({'pool': rows}, tmp_path / 'p.png')
     assert labels == ['s1', 's2'] and path.read_bytes()[:4] == b'\x89PNG'

@@ -2,8 +2,9 @@
 
 accelerate does the device, data-parallel and mixed-precision work; this module adds what every recipe needs
 around it: AdamW + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
-steps with exact resume (data order, RNG, optimizer, schedule), progress on the main process (a tqdm bar on a terminal, plain lines with the ETA elsewhere:
-:mod:`.progress`), a JSON-lines log and accelerate's trackers (``--log-with``),
+steps with exact resume (data order, RNG, optimizer, schedule), progress on the main process (a tqdm bar on a
+terminal, plain lines with the ETA elsewhere: :mod:`.progress`), a JSON-lines log with its curves (``curves.png``)
+and accelerate's trackers (``--log-with``),
 per-epoch evaluation, a stop with a clear error on a non-finite loss or gradient, and a clean distributed exit.
 
 Resume checkpoints (``checkpoints/step_N``, crash-safe, nothing unpickled) are :mod:`.resume`; ``--resume`` restores

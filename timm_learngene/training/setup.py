@@ -17,7 +17,8 @@ from .progress import check_trackers
 from .options import save_config
 from .precision import make_probe_step, resolve_mixed_precision
 
-__all__ = ['PreparedRun', 'check_inputs', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
+__all__ = ['PreparedRun', 'check_inputs', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps',
+           'PRECISION_FILE']
 
 _logger = get_logger(__name__)
 
