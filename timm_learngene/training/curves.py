@@ -13,8 +13,12 @@ def plot_log(log_file, path=None) -> Optional[Path]:
     evaluation top-1 on the loss axis's twin when logged; written to ``path`` (default ``curves.png`` beside the
     log). Returns the path, or None when the log holds no training record."""
     log_file = Path(log_file)
-    records = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] \
-        if log_file.is_file() else []
+    records = []
+    for line in (log_file.read_text().splitlines() if log_file.is_file() else []):
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed run: the curves skip it
+            continue
     train = [r for r in records if 'eval' not in r and 'lr' in r]
     if not train:
         return None
