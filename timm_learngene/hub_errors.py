@@ -9,7 +9,7 @@ from typing import Optional
 
 from .errors import HubError
 
-__all__ = ['hub_error', 'is_hub_failure']
+__all__ = ['hub_error']
 
 
 def _network_types():
@@ -26,12 +26,6 @@ def _network_types():
     except ImportError:  # pragma: no cover
         pass
     return tuple(types)
-
-
-def is_hub_failure(e: BaseException) -> bool:
-    """Whether ``e`` is a huggingface_hub error or a network failure (not a bug to show as a traceback)."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-    return isinstance(e, (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled) + _network_types())
 
 
 def hub_error(e: BaseException, what: str, instead: str) -> Optional[HubError]:
