@@ -7,7 +7,7 @@ same run. Prints the ratio last (relative speed baseline / descendant, target >=
 
 Descendant step: what ``recipes/finetune.py --train all`` runs per step, without the ancestry (so both sides
 do the same work): ``DescendantTrainer(pool)(x, y, route)`` (``pool(x, route)`` + cross-entropy), backward, an
-AdamW step over every trainable parameter of the pool (``make_optimizer``, weight-decay groups as the recipe),
+AdamW step over every trainable parameter of the pool (``make_optimizer``, timm's weight-decay groups as the recipe),
 ``zero_grad(set_to_none=True)``. Parameters the route does not use have no gradient and AdamW skips them.
 
 Baseline step: a timm ``VisionTransformer`` holding a copy of the same modules (the blocks as one
@@ -51,8 +51,7 @@ def main(argv=None):
     spec, pool, x = seeded_pool(args)
     set_trainable(pool, 'all')
     trainer = DescendantTrainer(pool, None, ce_weight=1.0, kd_weight=0.0).train()
-    pool_opt = make_optimizer([(n, q) for n, q in pool.named_parameters() if q.requires_grad], args.lr, 0.05,
-                              pool.no_weight_decay())
+    pool_opt = make_optimizer(pool, args.lr, 0.05)
     y = torch.randint(0, spec.num_classes, (args.batch_size,), device=args.device)
 
     def step(opt, loss_fn):
@@ -66,7 +65,7 @@ def main(argv=None):
     for name in args.descendants.split(','):
         info = pool.descendant(name.strip()).info
         vit = as_plain_vit(pool.descendant(info.route), copy_modules=True).to(args.device).train()
-        vit_opt = make_optimizer(list(vit.named_parameters()), args.lr, 0.05, vit.no_weight_decay())
+        vit_opt = make_optimizer(vit, args.lr, 0.05)
         fns[f'{info.name}/descendant'] = (
             lambda route=info.route: step(pool_opt, lambda: trainer(x, y, route)['total']))
         fns[f'{info.name}/baseline'] = (

@@ -15,7 +15,7 @@ torch.manual_seed(0)
 model = torch.nn.Linear(4, 3)
 data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
 loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
-opt = make_optimizer(model.named_parameters(), 1e-2, 0.05)
+opt = make_optimizer(model, 1e-2, 0.05)
 model, opt, loader = acc.prepare(model, opt, loader)
 
 

@@ -270,7 +270,7 @@ def _tiny_fit(out: Path, loss_fn, resume=False, steps=6, extra_state=(), loader_
     data = torch.utils.data.TensorDataset(torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g))
     loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True,
                                          generator=torch.Generator().manual_seed(2) if loader_generator else None)
-    opt = make_optimizer(model.named_parameters(), 1e-2, 0.05)
+    opt = make_optimizer(model, 1e-2, 0.05)
     model, opt, loader = acc.prepare(model, opt, loader)
     try:
         fit(cfg, acc, model, loader, loss_fn, opt, cosine_schedule(opt, 1, steps), steps, extra_state=extra_state)

@@ -99,13 +99,14 @@ def find_fashion_mnist(root: Optional[Union[str, Path]] = None) -> Path:
     raise FileNotFoundError(f'Fashion-MNIST not found in {"; ".join(looked)}; {_HOW_TO_GET}')
 
 
-_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 _CACHE = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'timm_learngene' / 'fashion-mnist'
 
 
 def ensure_fashion_mnist(root: Optional[Union[str, Path]] = None, log=print) -> Path:
     """Find Fashion-MNIST, or get it: Debian's package when apt-get can run (as root), else a download from the
-    dataset's site into ~/.cache/timm_learngene/fashion-mnist. Raises with instructions when neither works."""
+    dataset's site into ~/.cache/timm_learngene/fashion-mnist, each file checked against torchvision's md5 before it
+    takes its name (a failed or corrupted download leaves nothing behind). Raises with instructions when neither
+    works."""
     for where in ([root] if root else [None, _CACHE]):
         try:
             return find_fashion_mnist(where)
@@ -125,20 +126,37 @@ def ensure_fashion_mnist(root: Optional[Union[str, Path]] = None, log=print) -> 
             return find_fashion_mnist(root)
         except FileNotFoundError:
             pass
-    import urllib.request
-    try:
-        _CACHE.mkdir(parents=True, exist_ok=True)
-        for stem in [n for pair in _FILES.values() for n in pair]:
-            target = _CACHE / f'{stem}.gz'
-            if not target.is_file():
-                log(f'downloading {_URL}{stem}.gz ...')
-                tmp = target.with_suffix('.part')
-                urllib.request.urlretrieve(f'{_URL}{stem}.gz', tmp)
-                os.replace(tmp, target)
-        return find_fashion_mnist(_CACHE)
-    except OSError as e:
-        raise FileNotFoundError(f'Fashion-MNIST is not on this machine and could not be fetched ({e}); '
-                                f'{_HOW_TO_GET}') from None
+    _download(_CACHE, log)
+    return find_fashion_mnist(_CACHE)
+
+
+def _download(folder: Path, log) -> None:
+    """The four files from torchvision's Fashion-MNIST mirrors into ``folder``, md5-checked by torchvision's
+    ``download_url`` under a ``.part`` name and renamed only when the checksum matches."""
+    from torchvision.datasets import FashionMNIST as Reference
+    from torchvision.datasets.utils import download_url
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, md5 in Reference.resources:
+        target = folder / filename
+        if target.is_file():
+            continue
+        part = folder / (filename + '.part')
+        errors = []
+        for mirror in Reference.mirrors:
+            log(f'downloading {mirror}{filename} ...')
+            try:
+                download_url(f'{mirror}{filename}', str(folder), filename=part.name, md5=md5)
+            except (OSError, RuntimeError) as e:  # RuntimeError: torchvision's "File not found or corrupted."
+                why = 'md5 mismatch (corrupted or not the published file)' if part.is_file() else str(e)
+                errors.append(f'{mirror}: {why}')
+                part.unlink(missing_ok=True)
+                continue
+            os.replace(part, target)
+            break
+        else:
+            raise FileNotFoundError(f'Fashion-MNIST is not on this machine and {filename} could not be fetched '
+                                    f'({"; ".join(errors)}); {_HOW_TO_GET}')
 
 
 def _find(root: Path, stem: str) -> Optional[Path]:

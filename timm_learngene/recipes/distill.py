@@ -78,7 +78,7 @@ def run(cfg):
     shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
     accelerator = start_run(cfg, distiller, lambda m, b: m(*b), **shape)
     out = Path(cfg.output)
-    prep = prepare_run(cfg, accelerator, distiller, pool.named_parameters(), pool.no_weight_decay(), **shape)
+    prep = prepare_run(cfg, accelerator, distiller, pool, **shape)
     distiller = prep.model
     core = accelerator.unwrap_model(distiller)
 

@@ -143,7 +143,7 @@ def run(cfg):
     probe_routes = list(always) or routes[-cfg.routes_per_step:]
     accelerator = start_run(cfg, trainer, lambda m, b: m(b[0], b[1], probe_routes), **shape, find_unused_parameters=True)
     out = Path(cfg.output)
-    prep = prepare_run(cfg, accelerator, trainer, pool.named_parameters(), pool.no_weight_decay(), **shape)
+    prep = prepare_run(cfg, accelerator, trainer, pool, **shape)
     trainer = prep.model
     core = accelerator.unwrap_model(trainer)
 

@@ -63,7 +63,7 @@ def run(cfg):
                  num_classes=model.num_classes)
     accelerator = start_run(cfg, model, lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]), **shape)
     out = Path(cfg.output)
-    prep = prepare_run(cfg, accelerator, model, model.named_parameters(), model.no_weight_decay(), **shape)
+    prep = prepare_run(cfg, accelerator, model, model, **shape)
     model = prep.model
     smoothing = 0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing
     teacher = None

@@ -1,7 +1,7 @@
 """The training loop shared by every recipe (ancestry, distillation, finetuning, baselines).
 
 accelerate does the device, data-parallel and mixed-precision work; this module adds what every recipe needs
-around it: AdamW + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
+around it: timm's optimizer (AdamW by default) + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
 steps with exact resume (data order, RNG, optimizer, schedule), progress on the main process (a tqdm bar on a
 terminal, plain lines with the ETA elsewhere: :mod:`.progress`), a JSON-lines log with its curves (``curves.png``)
 and accelerate's trackers (``--log-with``),
@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
+from ..errors import ConfigError
 from ..logs import get_logger
 from .curves import plot_log
 from .progress import Progress, check_trackers, tracker_config
@@ -72,16 +73,31 @@ def make_accelerator(cfg, find_unused_parameters: bool = False) -> Accelerator:
     )
 
 
-def make_optimizer(named_params: Iterable, lr: float, weight_decay: float, no_decay: Iterable[str] = ()):
-    """AdamW; biases, norms (1-d tensors) and the names in ``no_decay`` get no weight decay."""
-    skip = set(no_decay)
-    decay, rest = [], []
-    for name, p in named_params:
-        if not p.requires_grad:
-            continue
-        (rest if p.ndim <= 1 or name in skip or name.endswith(tuple('.' + s for s in skip)) else decay).append(p)
-    return torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                              {'params': rest, 'weight_decay': 0.0}], lr=lr)
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: str = 'adamw',
+                   layer_decay: float = 0.0) -> torch.optim.Optimizer:
+    """timm's ``create_optimizer_v2`` over ``model``'s trainable parameters: ``opt`` by timm's name, no weight decay
+    on 1-d tensors, biases and ``model.no_weight_decay()``; ``layer_decay`` > 0 scales each group's lr by timm's
+    layer-wise factor (``model.group_matcher``). The factor is folded into the group's lr here, because the cosine
+    schedule (a ``LambdaLR``) scales each group's initial lr and does not read timm's ``lr_scale``."""
+    from timm.optim import create_optimizer_v2, list_optimizers
+
+    names = list_optimizers()
+    if opt.lower() not in names:
+        raise ConfigError(f"--opt {opt!r} is not one of timm's optimizers; use one of: {', '.join(names)}")
+    if layer_decay and not hasattr(model, 'group_matcher'):
+        raise ConfigError(f'--layer-decay {layer_decay} needs a model with group_matcher(); '
+                          f'{type(model).__name__} has none (use --layer-decay 0)')
+    # frozen parameters stay out of the groups: without weight decay timm would pass model.parameters() whole
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if layer_decay:
+        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+    elif weight_decay:
+        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = create_optimizer_v2([p for _, p in trainable], opt=opt, lr=lr, weight_decay=0.0)
+    for group in optimizer.param_groups:
+        group['lr'] = lr * group.pop('lr_scale', 1.0)
+    return optimizer
 
 
 def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.01):

@@ -41,7 +41,7 @@ __all__ = ['Option', 'OptionTable', 'RecipeConfig', 'Kind', 'GROUPS', 'DATA', 'M
 GROUPS = {
     'data': 'data: which images, how many, how they are loaded',
     'model': 'model: what is built, loaded or trained',
-    'optimization': 'optimization: AdamW, cosine schedule with linear warm-up, stepped per optimizer step',
+    'optimization': "optimization: timm's optimizers (--opt), cosine schedule with linear warm-up per optimizer step",
     'augmentation': "augmentation: timm's create_transform and Mixup",
     'distillation': 'distillation: the ancestry (teacher) and the loss',
     'finetune': 'finetune: stitch layers and what is trained',
@@ -508,9 +508,14 @@ OPTIMIZATION = (
     Option('eval_batch_size', int, 256, 'evaluation images per process per batch', group='optimization'),
     Option('grad_accum', int, 1, 'forward/backward passes accumulated into one optimizer step',
            group='optimization'),
-    Option('lr', float, 5e-4, 'peak AdamW learning rate, reached at the end of the warm-up', group='optimization'),
-    Option('weight_decay', float, 0.05, "AdamW weight decay (not on biases, norms and the model's "
-           'no_weight_decay() parameters)', group='optimization'),
+    Option('opt', str, 'adamw', "optimizer, by timm's name (timm.optim.list_optimizers(), e.g. adamw, lamb, sgd)",
+           group='optimization'),
+    Option('lr', float, 5e-4, 'peak learning rate, reached at the end of the warm-up', group='optimization'),
+    Option('weight_decay', float, 0.05, "weight decay (not on biases, norms and the model's no_weight_decay() "
+           'parameters)', group='optimization'),
+    Option('layer_decay', float, 0.0, 'layer-wise lr decay: each block nearer the input gets this factor more '
+           "(0 = off; needs a model with timm's group_matcher: ViTs and descendants, not a whole pool)",
+           group='optimization'),
     Option('warmup_frac', float, 0.0, "linear warm-up as a fraction of the run's optimizer steps (--max-steps "
            'included); when > 0 it replaces --warmup-epochs', group='optimization'),
     Option('warmup_epochs', float, 5.0, 'epochs of linear learning-rate warm-up (fractions allowed)',
