@@ -316,7 +316,17 @@ def test_model_card(pools, tmp_path, which):
         assert meta['datasets'] == ['zalando-datasets/fashion_mnist']
     else:  # no recipe: no dataset claimed
         assert 'datasets' not in meta
-    assert ModelCard(card).data.to_dict()['library_name'] == 'timm'  # huggingface_hub's own parser agrees
+    parsed = ModelCard(card).data  # huggingface_hub's own parser agrees
+    assert parsed.to_dict()['library_name'] == 'timm'
+    measured = {d.name: d.metrics['top1'] for d in enumerate_descendants(pool.pool_spec, pool.metrics)
+                if 'top1' in d.metrics}
+    if which == 'A' and measured:  # model-index: each measured descendant's test top-1 on the recipe's dataset
+        assert {r.metric_name: r.metric_value for r in parsed.eval_results} == \
+            {f'{n} top-1 (%)': v for n, v in measured.items()}
+        assert {(r.dataset_type, r.dataset_name, r.dataset_split, r.metric_type) for r in parsed.eval_results} == \
+            {('zalando-datasets/fashion_mnist', 'Fashion-MNIST', 'test', 'accuracy')}
+    else:  # no dataset known: no evaluation results claimed
+        assert not parsed.eval_results and 'model-index' not in meta
 
     # one table row per descendant, in rank order, with its route, size and measured top-1
     header, rows = _table_rows(card, '| name |')

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
+from huggingface_hub import EvalResult, ModelCardData
 
 from .evaluation import pareto_plot, write_markdown
 from .models.learngene_pool import HUB_REPOS
 from .pool_file import descendant_table
 from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 
-__all__ = ['render_model_card', 'render_pareto', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
+__all__ = ['render_model_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
 
 PARETO_NAME = 'pareto.png'
 
@@ -33,8 +34,9 @@ _SNNET_CITATION = """@inproceedings{pan2023snnet,
   year      = {2023}
 }"""
 
-# Recipe dataset names (timm_learngene.data) -> Hub dataset ids for the card metadata.
+# Recipe dataset names (timm_learngene.data) -> Hub dataset ids for the card metadata, and their display names.
 _HUB_DATASETS = {'fashion_mnist': 'zalando-datasets/fashion_mnist', 'imagenet': 'imagenet-1k'}
+_DATASET_NAMES = {'zalando-datasets/fashion_mnist': 'Fashion-MNIST', 'imagenet-1k': 'ImageNet-1K'}
 _TAGS = ['image-classification', 'timm', 'learngene-pool', 'model-stitching', 'vision-transformer']
 
 
@@ -67,26 +69,36 @@ def _recipe_datasets(recipe: Any, num_classes: int) -> List[str]:
     return list(dict.fromkeys(found))
 
 
-def card_metadata(config: Mapping[str, Any], datasets: Optional[Sequence[str]] = None,
-                  license: Optional[str] = None) -> Dict[str, Any]:
-    """The card's YAML metadata: ``library_name``, ``license``, ``tags``, ``datasets`` (when known), ``pipeline_tag``.
+def card_data(config: Mapping[str, Any], datasets: Optional[Sequence[str]] = None,
+              license: Optional[str] = None) -> ModelCardData:
+    """The card's metadata as huggingface_hub's ``ModelCardData``: ``library_name``, ``license``, ``tags``,
+    ``datasets`` (when known), ``pipeline_tag``, and, when top-1 is recorded and the dataset is known, a
+    ``model-index`` with each measured descendant's test top-1 (the Hub shows it as the model's evaluation results).
 
     ``datasets`` defaults to the Hub ids of the datasets named in the recorded recipe (Fashion-MNIST; a 1000-class
     ImageFolder recipe is taken to be ImageNet-1K); pass it to state them yourself.
     """
     spec = _spec(config)
     cfg = config.get('pretrained_cfg') or {}
-    meta: Dict[str, Any] = {
-        'library_name': 'timm',
-        'license': license or cfg.get('license') or 'apache-2.0',
-        'tags': list(_TAGS),
-    }
     if datasets is None:
         datasets = _recipe_datasets(config.get('recipe'), spec.num_classes)
+    datasets = list(datasets or [])
+    results = []
     if datasets:
-        meta['datasets'] = list(datasets)
-    meta['pipeline_tag'] = 'image-classification'
-    return meta
+        results = [EvalResult(task_type='image-classification', dataset_type=datasets[0],
+                              dataset_name=_DATASET_NAMES.get(datasets[0], datasets[0]), dataset_split='test',
+                              metric_type='accuracy', metric_name=f'{d.name} top-1 (%)', metric_value=d.metrics['top1'])
+                   for d in descendant_infos(config) if d.metrics.get('top1') is not None]
+    return ModelCardData(library_name='timm', license=license or cfg.get('license') or 'apache-2.0',
+                         tags=list(_TAGS), datasets=datasets or None, pipeline_tag='image-classification',
+                         model_name=f'learngene-pool-{spec.name}' if results else None,
+                         eval_results=results or None)
+
+
+def card_metadata(config: Mapping[str, Any], datasets: Optional[Sequence[str]] = None,
+                  license: Optional[str] = None) -> Dict[str, Any]:
+    """:func:`card_data` as the dict that the card's YAML front matter holds."""
+    return card_data(config, datasets=datasets, license=license).to_dict()
 
 
 def _descendant_rows(infos: Sequence[DescendantInfo]) -> List[Dict[str, Any]]:
@@ -209,8 +221,7 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
     """
     spec = _spec(config)
     infos = descendant_infos(config)
-    meta = card_metadata(config, datasets=datasets, license=license)
-    front = yaml.safe_dump(meta, sort_keys=False, default_flow_style=False).rstrip()
+    front = card_data(config, datasets=datasets, license=license).to_yaml().rstrip()
     n_top1 = sum('top1' in d.metrics for d in infos)
     smallest, largest = infos[0], max(infos, key=lambda d: d.params)
     members = ', '.join(f'`{m.name}` ({m.width} wide, {m.depth} blocks)' for m in spec.members)
