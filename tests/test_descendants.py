@@ -79,6 +79,17 @@ def test_lstsq_init_fits_each_window_to_the_mean_of_its_positions():
         torch.testing.assert_close(layer.bias, torch.stack([s[1] for s in sols]).mean(0), atol=1e-5, rtol=1e-4)
 
 
+def test_stitch_init_reports_progress_per_feature_pass_and_solve(capsys):
+    pool = _pool()
+    spec = pool.pool_spec
+    init_stitches(pool, 'lstsq', torch.randn(4, 3, 32, 32), progress='lines')
+    out = capsys.readouterr().out
+    total = 2 + 3 * spec.depth - 2  # two members' feature passes, one solve per position
+    assert f'stitch init (lstsq) solve {total}/{total} (100%)' in out
+    init_stitches(pool, 'learngene', progress='none')
+    assert capsys.readouterr().out == ''
+
+
 def test_learngene_init_is_the_composition_of_the_nearest_transforms():
     pool = _pool()
     spec = pool.pool_spec

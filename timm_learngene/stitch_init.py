@@ -8,11 +8,13 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from accelerate import PartialState
 from torch import nn
 
 from .errors import PoolSpecError
 from .models.learngene_pool import LearngenePool
 from .spec import stitch_positions
+from .training.progress import Progress
 
 __all__ = ['STITCH_INITS', 'init_stitches', 'lstsq_affine', 'ridge_compose', 'member_features']
 
@@ -67,12 +69,14 @@ def _nearest(blocks: Sequence[int], target: int) -> int:
 
 @torch.no_grad()
 def init_stitches(pool: LearngenePool, method: str = 'lstsq', images: Optional[torch.Tensor] = None,
-                  lam: float = 0.01) -> Dict[str, int]:
+                  lam: float = 0.01, progress: str = 'none') -> Dict[str, int]:
     """Set every stitch layer of ``pool`` in place by ``method``; returns the number of positions solved per pair.
 
     ``lstsq`` needs ``images`` (SN-Net uses ~100 training images, un-augmented): X = front block j output,
     Y = end block k-1 output (the end member's embedding output when k = 0).
     ``learngene`` and ``transpose`` need the pool's distillation transforms and no data.
+    ``progress``: ``auto``, ``bar``, ``lines`` or ``none`` (:class:`~timm_learngene.training.progress.Progress`, shown
+    on the main process): one step per member's feature pass and per solved position.
     """
     if method not in STITCH_INITS:
         raise ValueError(f'unknown stitch init {method!r}; choose one of {STITCH_INITS}')
@@ -83,10 +87,15 @@ def init_stitches(pool: LearngenePool, method: str = 'lstsq', images: Optional[t
     if method == 'lstsq' and (images is None or len(images) == 0):
         raise ValueError("stitch init 'lstsq' needs calibration images (SN-Net uses ~100 training images)")
     positions = stitch_positions(spec)
+    total = len(positions) * len(spec.pairs) + (len(spec.members) if method == 'lstsq' else 0)
+    bar = Progress(total, desc=f'stitch init ({method})', mode=progress, every=max(1, total // 10),
+                   enabled=PartialState().is_main_process, unit='solve')
     feats = {}
     if method == 'lstsq':
         device = next(pool.parameters()).device
-        feats = {m.name: member_features(pool, m.name, images.to(device)) for m in spec.members}
+        for m in spec.members:
+            feats[m.name] = member_features(pool, m.name, images.to(device))
+            bar.step()
     solved = {}
     for front, end in spec.pairs:
         layers = pool.stitches[f'{front.name}-{end.name}']
@@ -109,8 +118,10 @@ def init_stitches(pool: LearngenePool, method: str = 'lstsq', images: Optional[t
                 mats = pool.transforms[front.name]['block']
                 weight = torch.stack([t.weight for t in mats]).mean(0)
                 sums[w].append((weight, torch.zeros(end.width, device=weight.device)))
+            bar.step()
         for w, sols in sums.items():
             layers[w].weight.copy_(torch.stack([s[0] for s in sols]).mean(0))
             layers[w].bias.copy_(torch.stack([s[1] for s in sols]).mean(0))
         solved[f'{front.name}-{end.name}'] = sum(len(v) for v in sums.values())
+    bar.close()
     return solved

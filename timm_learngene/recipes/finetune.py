@@ -124,7 +124,7 @@ def run(cfg):
             calib = build_dataset(vars(cfg), 'train', spec.img_size, spec.in_chans, spec.num_classes, augment=False)
             idx = torch.randperm(len(calib), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.init_images]
             images = torch.stack([calib[int(i)][0] for i in idx])
-        solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda)
+        solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda, progress=cfg.progress)
         PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
     routes = set_trainable(pool, cfg.train)
     teacher = _teacher(cfg, recipe)
