@@ -54,8 +54,8 @@ def test_off_a_terminal_progress_is_plain_lines_with_an_eta(capsys):
 def test_a_training_run_prints_progress_and_evaluation_lines(tmp_path, capsys):
     _train(tmp_path / 'run', '--log-every', '2', '--progress', 'lines')
     out = capsys.readouterr().out
-    steps = [line for line in out.splitlines() if line.startswith('ancestry step ')]
-    assert [s.split(',')[0] for s in steps] == ['ancestry step 2/3 (67%)', 'ancestry step 3/3 (100%)']
+    steps = [line for line in out.splitlines() if line.startswith('train_vit step ')]
+    assert [s.split(',')[0] for s in steps] == ['train_vit step 2/3 (67%)', 'train_vit step 3/3 (100%)']
     assert all('lr ' in s and 'img/s ' in s for s in steps)
     assert any(line.startswith('epoch 0 step 3: top1 ') for line in out.splitlines())
     assert (tmp_path / 'run' / 'curves.png').read_bytes()[:4] == b'\x89PNG'  # the loss/lr curves beside the log

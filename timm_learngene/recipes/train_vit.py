@@ -87,7 +87,8 @@ def run(cfg):
 
     core = accelerator.unwrap_model(model)
     fit(cfg, accelerator, model, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
-        evaluate=evaluate, mixup=build_mixup(vars(cfg), core.num_classes), desc='ancestry')
+        evaluate=evaluate, mixup=build_mixup(vars(cfg), core.num_classes),
+        desc='train_vit (KD)' if teacher is not None else 'train_vit')
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_for_hf(core, out / 'model', safe_serialization=True)  # model.safetensors, no pickle
