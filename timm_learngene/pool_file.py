@@ -216,8 +216,10 @@ def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path
     repo = pretrained_cfg.get('hf_hub_id')
     if repo:
         return download_pool_file(repo, WEIGHTS_NAME, cache_dir=cache_dir)
-    raise CheckpointError('no pool weights to load: the pretrained cfg names neither a file nor a Hub repo; '
-                          "pass pretrained_cfg_overlay=dict(file='…/model.safetensors') or use 'local-dir:…'")
+    raise CheckpointError('no pool weights to load: no learngene pool is published yet, and the pretrained cfg '
+                          'names neither a file nor a Hub repo; build a pool (recipes/distill.py, or make demo) and '
+                          "load it with timm.create_model('local-dir:POOL_DIR', pretrained=True) or "
+                          "'hf-hub:ORG/REPO', or pass pretrained_cfg_overlay=dict(file='…/model.safetensors')")
 
 
 def _open(file: Path):

@@ -9,6 +9,7 @@ timm ViT's weights key for key. A :class:`Descendant` is a plain timm-style ViT 
 per stitch; :meth:`LearngenePool.descendant` returns one that shares the pool's modules, and the pool's
 ``forward(x, route)`` runs exactly that module, so a standalone descendant and the pool agree bit for bit.
 """
+import contextlib
 from functools import partial
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -47,6 +48,11 @@ def _block(m: MemberSpec, drop_path: float = 0.) -> Block:
                  norm_layer=_norm_layer)
 
 
+def _drop_path_rates(rate: float, depth: int) -> List[float]:
+    """``torch.linspace(0, rate, depth)`` in plain Python: a tensor op would fail under ``torch.device('meta')``."""
+    return [rate * i / (depth - 1) if depth > 1 else 0. for i in range(depth)]
+
+
 def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=.02)
@@ -79,7 +85,7 @@ class Member(nn.Module):
         self.patch_embed = PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, m.width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, m.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.num_tokens, m.width))
-        dpr = torch.linspace(0, drop_path_rate, m.depth).tolist()
+        dpr = _drop_path_rates(drop_path_rate, m.depth)
         self.blocks = nn.ModuleList([_block(m, dpr[i]) for i in range(m.depth)])
         self.norm = _norm_layer(m.width)
         self.head = nn.Linear(m.width, spec.num_classes) if spec.num_classes else nn.Identity()
@@ -152,7 +158,7 @@ class Descendant(nn.Module):
     def _fresh_parts(spec: PoolSpec, route: Route, drop_path_rate: float) -> Dict[str, Any]:
         front, end = spec.member(route[0][0]), spec.member(route[-1][0])
         depth = sum(b - a for _, a, b in route)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = _drop_path_rates(drop_path_rate, depth)
         blocks = []
         for name, a, b in route:
             m = spec.member(name)
@@ -222,6 +228,7 @@ class Descendant(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.pos_embed
 
+    @torch.jit.ignore
     def _run_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
         blk = self.blocks[i]
         if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
@@ -234,8 +241,16 @@ class Descendant(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` image -> ``B x N x D_end`` normalised tokens."""
         x = self._embed(x)
-        for i in range(len(self.blocks)):
-            x = self._run_block(i, x)
+        if torch.jit.is_scripting():
+            # TorchScript takes neither a variable index into a ModuleList nor a variable ModuleDict key
+            for i, blk in enumerate(self.blocks):
+                x = blk(x)
+                for key, stitch in self.stitches.items():
+                    if int(key) == i:
+                        x = stitch(x)
+        else:
+            for i in range(len(self.blocks)):
+                x = self._run_block(i, x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -439,9 +454,8 @@ class LearngenePool(nn.Module):
 # ---- configs and entrypoints ------------------------------------------------------------------------------
 def _cfg(pool: str = 'deit_base_l6', **kwargs) -> Dict[str, Any]:
     return {
-        'hf_hub_id': HUB_REPOS[pool],
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
-        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': True,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'patch_embed.proj', 'classifier': 'head',
         'license': 'apache-2.0', 'paper_ids': 'arXiv:2312.05743',
@@ -460,8 +474,11 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         check_model_args(source_args, 'config.json')
     if kwargs.get('descendants') is not None and not isinstance(kwargs['descendants'], list):
         raise PoolSpecError(f'descendants must be a list of objects, got {type(kwargs["descendants"]).__name__}')
-    if kwargs.pop('features_only', False):
-        raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
+    if kwargs.get('features_only') and descendant is None:
+        raise ValueError("features_only needs one descendant (its blocks are the features); pass descendant='s3' "
+                         "or create a learngene_pool_s* model")
+    # timm's factory kwargs: build on the device (meta included) and in the dtype asked for
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     # build_model_with_cfg fills num_classes / in_chans from the pretrained cfg (1000 classes, RGB) when they are
     # not passed; for a pool those defaults come from its spec, so a spec with other classes is built as written.
     spec = PoolSpec.from_any(pool)
@@ -475,19 +492,26 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         # describes a far larger pool than its weights file holds fails here, not after allocating it
         file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
         check_pool_file(file, spec)
-    if descendant is None:
-        model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
-    else:
-        model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
-                                     **kwargs)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        if descendant is None:
+            model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
+        else:
+            # features_only: timm's getter over forward_intermediates, as for its own ViTs
+            out_indices = kwargs.pop('out_indices', 3)
+            model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
+                                         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
     if pretrained:
         load_pool_weights(model, model.pretrained_cfg, file=file)
     return model
 
 
-default_cfgs = {'learngene_pool.in1k': _cfg('deit_base_l6'), 'learngene_pool_l9.in1k': _cfg('deit_base_l9')}
-default_cfgs.update({f'learngene_pool_s{i}.in1k': _cfg('deit_base_l6') for i in range(1, 19)})
-default_cfgs.update({f'learngene_pool_l9_s{i}.in1k': _cfg('deit_base_l9') for i in range(1, 28)})
+# No pretrained tag (``.in1k``): in timm a tag means published weights, and no pool is published yet. A pool
+# saved with save_pool loads with 'local-dir:…' / 'hf-hub:…' or pretrained_cfg_overlay=dict(file=…).
+default_cfgs = {'learngene_pool': _cfg('deit_base_l6'), 'learngene_pool_l9': _cfg('deit_base_l9')}
+default_cfgs.update({f'learngene_pool_s{i}': _cfg('deit_base_l6') for i in range(1, 19)})
+default_cfgs.update({f'learngene_pool_l9_s{i}': _cfg('deit_base_l9') for i in range(1, 28)})
 default_cfgs = generate_default_cfgs(default_cfgs)
 
 
