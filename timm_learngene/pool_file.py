@@ -178,8 +178,8 @@ _CFG_CHECKS = {
     'crop_pct': (lambda v: _is_number(v) and 0 < v <= 4, 'a number in (0, 4]'),
     'interpolation': (lambda v: isinstance(v, str), 'a string'),
     'pool_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_int(x) for x in v)), 'null or integers'),
-    'first_conv': (lambda v: v is None or isinstance(v, str), 'a string'),
-    'classifier': (lambda v: v is None or isinstance(v, str), 'a string'),
+    'first_conv': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
+    'classifier': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
 }
 
 

@@ -60,6 +60,30 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _check_global_pool(global_pool: str) -> None:
+    if global_pool not in ('token', 'avg', ''):
+        raise ValueError(f"global_pool must be 'token', 'avg' or '' (no pooling: every token), got {global_pool!r}")
+
+
+def _pool_tokens(x: torch.Tensor, global_pool: str) -> torch.Tensor:
+    if global_pool == 'avg':
+        return x[:, 1:].mean(dim=1)
+    if global_pool == 'token':
+        return x[:, 0]
+    return x
+
+
+def _new_head(width: int, num_classes: int, ref: torch.Tensor, training: bool) -> nn.Module:
+    """A fresh classifier on the device and in the dtype of ``ref`` (the model's own parameters), in the model's
+    train/eval mode."""
+    if num_classes <= 0:
+        return nn.Identity().train(training)
+    head = nn.Linear(width, num_classes, device=ref.device, dtype=ref.dtype)
+    if ref.device.type != 'meta':
+        head.apply(_init_linear)
+    return head.train(training)
+
+
 def _resolve_img_size(img_size) -> Optional[int]:
     if img_size is None or isinstance(img_size, int):
         return img_size
@@ -115,8 +139,7 @@ class Descendant(nn.Module):
             _parts: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
-        if global_pool not in ('token', 'avg'):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        _check_global_pool(global_pool)
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
         self.pool_spec = spec
         if isinstance(descendant, DescendantInfo) and _parts is not None:
@@ -143,6 +166,10 @@ class Descendant(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = parts['head']
         self._pool_keys = parts['pool_keys']
+        self._index_blocks()
+
+    def _index_blocks(self) -> None:
+        """Widths, stitch positions and feature_info of the current blocks (after building or pruning)."""
         self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
         # the stitch layer after each block, or None: looked up once here, not per block on every forward
         # (a plain list, not registered: the layers are registered in self.stitches)
@@ -152,7 +179,8 @@ class Descendant(nn.Module):
         out_widths = [st.out_features if st is not None else w
                       for st, w in zip(self._stitch_after, self.block_widths)]
         self.feature_info = [
-            dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(out_widths)]
+            dict(module=f'blocks.{i}', num_chs=w, reduction=self.pool_spec.patch_size)
+            for i, w in enumerate(out_widths)]
 
     @staticmethod
     def _fresh_parts(spec: PoolSpec, route: Route, drop_path_rate: float) -> Dict[str, Any]:
@@ -216,12 +244,31 @@ class Descendant(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool is not None:
-            if global_pool not in ('token', 'avg'):
-                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(_init_linear)
+        self.head = _new_head(self.num_features, num_classes, self.patch_embed.proj.weight, self.training)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks (and stitch layers) after the last index taken, as timm's ViT does; returns the
+        indices kept. The final norm is the end member's: it goes too when the last block kept is narrower."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        for key in [k for k in self.stitches if int(k) > max_index]:
+            del self.stitches[key]
+        self._index_blocks()
+        width = self.feature_info[-1]['num_chs']
+        if prune_norm or width != self.num_features:
+            self.norm = nn.Identity()
+        self.num_features = self.head_hidden_size = width
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -254,7 +301,7 @@ class Descendant(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 1:].mean(dim=1) if self.global_pool == 'avg' else x[:, 0]
+        x = _pool_tokens(x, self.global_pool)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
@@ -373,7 +420,9 @@ class LearngenePool(nn.Module):
             self.transforms.apply(_init_linear)
         else:
             self.transforms = None
-        self.num_features = spec.members[-1].width
+        # the largest member: the route forward takes by default
+        self.default_member = spec.members[-1].name
+        self.num_features = self.head_hidden_size = spec.members[-1].width
         self.grad_checkpointing = False
         self._views: Dict[Any, Descendant] = {}  # forward's descendant views, by route (not registered)
 
@@ -402,12 +451,35 @@ class LearngenePool(nn.Module):
         model.set_grad_checkpointing(self.grad_checkpointing)
         return model
 
-    def forward(self, x: torch.Tensor, route: Union[str, Sequence, DescendantInfo]) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, route=None) -> torch.Tensor:
+        """``B x C x H x W`` -> ``B x N x D`` normalised tokens of descendant ``route`` (default: the largest
+        member alone, a plain ViT, so the pool is a timm model like any other)."""
+        if route is not None:
+            return self._view(route).forward_features(x)
+        m = self.members[self.default_member]
+        x = m.patch_embed(x)
+        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + m.pos_embed
+        for blk in m.blocks:
+            x = blk(x)
+        return m.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False, route=None) -> torch.Tensor:
+        if route is not None:
+            return self._view(route).forward_head(x, pre_logits=pre_logits)
+        x = nn.functional.dropout(_pool_tokens(x, self.global_pool), self.drop_rate, self.training)
+        return x if pre_logits else self.members[self.default_member].head(x)
+
+    def forward(self, x: torch.Tensor, route=None) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route`` (a name, a route or a
-        :class:`DescendantInfo`).
+        :class:`DescendantInfo`; default: the largest member alone).
 
         The descendant view of each route is built once and kept: a training step looks it up instead of
         validating the route and building a module tree again."""
+        if route is None:
+            return self.forward_head(self.forward_features(x))
+        return self._view(route)(x)
+
+    def _view(self, route) -> 'Descendant':
         key = route.route if isinstance(route, DescendantInfo) else \
             route if isinstance(route, str) else tuple(tuple(seg) for seg in route)
         view = self._views.get(key)
@@ -415,7 +487,7 @@ class LearngenePool(nn.Module):
             view = self._views[key] = self.descendant(route)
         if view.training != self.training:
             view.train(self.training)
-        return view(x)
+        return view
 
     def _drop_views(self) -> None:
         """Forget the kept descendant views (they hold the modules they were built from)."""
@@ -442,13 +514,13 @@ class LearngenePool(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         """New heads on every member (each descendant uses its end member's head)."""
         if global_pool is not None:
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
         self._drop_views()  # they hold the old heads
         for m in self.members.values():
-            m.head = nn.Linear(m.spec.width, num_classes) if num_classes > 0 else nn.Identity()
-            m.head.apply(_init_linear)
+            m.head = _new_head(m.spec.width, num_classes, m.patch_embed.proj.weight, self.training)
 
 
 # ---- configs and entrypoints ------------------------------------------------------------------------------
@@ -509,7 +581,11 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
 
 # No pretrained tag (``.in1k``): in timm a tag means published weights, and no pool is published yet. A pool
 # saved with save_pool loads with 'local-dir:…' / 'hf-hub:…' or pretrained_cfg_overlay=dict(file=…).
-default_cfgs = {'learngene_pool': _cfg('deit_base_l6'), 'learngene_pool_l9': _cfg('deit_base_l9')}
+# the whole pool's stems and heads are its members'
+_pool_cfg = dict(first_conv=('members.tiny.patch_embed.proj', 'members.base.patch_embed.proj'),
+                 classifier=('members.tiny.head', 'members.base.head'))
+default_cfgs = {'learngene_pool': _cfg('deit_base_l6', **_pool_cfg),
+                'learngene_pool_l9': _cfg('deit_base_l9', **_pool_cfg)}
 default_cfgs.update({f'learngene_pool_s{i}': _cfg('deit_base_l6') for i in range(1, 19)})
 default_cfgs.update({f'learngene_pool_l9_s{i}': _cfg('deit_base_l9') for i in range(1, 28)})
 default_cfgs = generate_default_cfgs(default_cfgs)
