@@ -23,6 +23,16 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) timm-tests TIMM_MODELS='$(TIMM_CI_MODELS)'
+
+# timm's own tests/test_models.py (sdist of the installed timm, fetched once from the package index and cached)
+# over the learngene models; README "timm's own tests". `make test` runs it over TIMM_CI_MODELS: the smallest, a
+# middle and the largest descendant of each pool, and the whole pools.
+TIMM_MODELS ?= learngene_pool*
+TIMM_CI_MODELS ?= learngene_pool,learngene_pool_s1,learngene_pool_s9,learngene_pool_s18,learngene_pool_l9,learngene_pool_l9_s1,learngene_pool_l9_s14,learngene_pool_l9_s27
+.PHONY: timm-tests
+timm-tests: venv
+	tests/timm_upstream/run.sh $(PY) '$(TIMM_MODELS)'
 
 # The main job: Fashion-MNIST (fetched from Debian's package or the web if missing), ancestry -> distill ->
 # finetune -> evaluate -> report in out/$(PRESET)/report/.
