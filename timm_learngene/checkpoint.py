@@ -33,7 +33,7 @@ __all__ = ['save_pool', 'load_pool', 'update_pool_metrics', 'load_pool_weights',
 
 
 def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Mapping[str, Mapping]] = None,
-              recipe: Optional[Mapping[str, Any]] = None) -> Path:
+              recipe: Optional[Mapping[str, Any]] = None, data_config: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``pool`` to the folder ``path`` as ``model.safetensors`` + ``config.json``.
 
     Args:
@@ -41,6 +41,9 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
         path: output folder, created if needed; existing files of the same names are replaced atomically.
         metrics: measured values per descendant name (``{'s3': {'top1': 80.1}}``), merged over ``pool.metrics``.
         recipe: the training config that produced the pool, stored in config.json for the model card.
+        data_config: the evaluation preprocessing the pool was trained with (``mean``, ``std``, ``crop_pct``,
+            ``interpolation``, ``input_size``; :func:`timm_learngene.data.augment.eval_data_config`), written into
+            the pretrained_cfg so ``timm.data.resolve_data_config(model=m)`` reproduces it.
     Returns:
         the folder path.
     """
@@ -63,7 +66,14 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     cfg = dict(getattr(pool, 'pretrained_cfg', None) or {})
     for k in ('file', 'source', 'state_dict', 'url', 'hf_hub_filename', 'architecture', 'tag'):
         cfg.pop(k, None)
-    cfg.update(num_classes=spec.num_classes, input_size=(spec.in_chans, spec.img_size, spec.img_size))
+    cfg.pop('hf_hub_id', None) if cfg.get('source') == 'local-dir' else None
+    for k, v in (data_config or {}).items():
+        cfg[k] = list(v) if isinstance(v, tuple) else v
+    cfg.update(num_classes=spec.num_classes, input_size=[spec.in_chans, spec.img_size, spec.img_size])
+    if len(cfg.get('mean') or ()) != spec.in_chans:
+        raise ValueError(f"pretrained_cfg mean {cfg.get('mean')} has {len(cfg.get('mean') or ())} values for a "
+                         f'{spec.in_chans}-channel pool; pass data_config=eval_data_config(recipe_cfg, img_size, '
+                         f'in_chans) to save_pool')
     cfg.setdefault('license', 'apache-2.0')
     cfg.setdefault('paper_ids', 'arXiv:2312.05743')
     config = {

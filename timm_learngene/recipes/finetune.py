@@ -12,6 +12,7 @@ ancestry, averaged over the step's routes. ``--train all`` trains blocks and sti
 Outputs under ``--output``: config.yaml, log.jsonl, checkpoints/, pool/.
 """
 import json
+from ..data.augment import eval_data_config
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -163,7 +164,8 @@ def run(cfg):
     if accelerator.is_main_process:
         recipe = dict(recipe, finetune=json.loads(json.dumps(vars(cfg), default=str)))
         core.pool.metrics = {}  # accuracies measured before finetuning no longer hold
-        save_pool(core.pool, out / 'pool', recipe=recipe)
+        save_pool(core.pool, out / 'pool', recipe=recipe,
+                  data_config=eval_data_config(vars(cfg), spec.img_size, spec.in_chans))
         accelerator.print(f'pool written to {out / "pool"}')
     finish(accelerator)
     return core.pool
