@@ -12,7 +12,6 @@ ancestry, averaged over the step's routes. ``--train all`` trains blocks and sti
 Outputs under ``--output``: config.yaml, log.jsonl, checkpoints/, pool/.
 """
 import json
-from ..data.augment import eval_data_config
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -26,6 +25,7 @@ from timm.layers import set_fused_attn
 from ..ancestry import load_ancestry
 from ..checkpoint import load_pool, read_pool_config, save_pool
 from ..data import build_dataset, build_mixup
+from ..data.augment import eval_data_config
 from ..errors import ConfigError
 from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
 from ..snnet import anchor_pool
