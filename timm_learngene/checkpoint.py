@@ -66,14 +66,9 @@ def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Map
     cfg = dict(getattr(pool, 'pretrained_cfg', None) or {})
     for k in ('file', 'source', 'state_dict', 'url', 'hf_hub_filename', 'architecture', 'tag'):
         cfg.pop(k, None)
-    cfg.pop('hf_hub_id', None) if cfg.get('source') == 'local-dir' else None
     for k, v in (data_config or {}).items():
         cfg[k] = list(v) if isinstance(v, tuple) else v
     cfg.update(num_classes=spec.num_classes, input_size=[spec.in_chans, spec.img_size, spec.img_size])
-    if len(cfg.get('mean') or ()) != spec.in_chans:
-        raise ValueError(f"pretrained_cfg mean {cfg.get('mean')} has {len(cfg.get('mean') or ())} values for a "
-                         f'{spec.in_chans}-channel pool; pass data_config=eval_data_config(recipe_cfg, img_size, '
-                         f'in_chans) to save_pool')
     cfg.setdefault('license', 'apache-2.0')
     cfg.setdefault('paper_ids', 'arXiv:2312.05743')
     config = {
