@@ -556,6 +556,7 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     spec = PoolSpec.from_any(pool)
     kwargs.setdefault('num_classes', spec.num_classes)
     kwargs.setdefault('in_chans', spec.in_chans)
+    kwargs.setdefault('img_size', spec.img_size)  # fixed_input_size makes timm pass the cfg's 224 otherwise
     file = None
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     check_pretrained_cfg({k: v for k, v in cfg.to_dict().items() if v is not None}, 'pretrained_cfg')
