@@ -34,6 +34,8 @@ import timm_learngene.hub as hub
 from timm_learngene import (
     FORMAT_VERSION, CheckpointError, Descendant, FormatVersionError, LearngenePool, enumerate_descendants, save_pool,
 )
+from timm_learngene.ancestry import load_ancestry
+from timm_learngene.errors import HubError
 from timm_learngene.__main__ import main as cli_main
 from timm_learngene.model_card import card_metadata, render_model_card
 
@@ -570,6 +572,9 @@ def test_hub_errors_over_http(published, hub_env):
         timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9))
     with pytest.raises(ValueError, match="names revision 'a' but revision='b'"):
         timm_learngene.load_from_hub('org/pool@a', revision='b')
+    # a plain timm model from a repo that does not exist (an ancestry, an SN-Net anchor): one HubError, not a traceback
+    with pytest.raises(HubError, match=r"ancestry 'hf-hub:org/absent': the repo was not found.*--teacher-checkpoint"):
+        load_ancestry('hf-hub:org/absent')
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ def test_demo_preset_matches_its_pool_spec():
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_at_toy_size(tmp_path):
+def test_pipeline_end_to_end_at_toy_size(tmp_path, capsys):
     data = _fake_fashion_mnist(tmp_path / 'fm')
     spec = PoolSpec('toy', (MemberSpec('tiny', 16, 1, 3), MemberSpec('base', 32, 2, 3)), img_size=32, patch_size=8,
                     in_chans=1, num_classes=10, distill=DistillSpec('toy_ancestry', 32, 4, (0, 1, 2), (0, 2, 3)))
@@ -156,6 +156,9 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     out = tmp_path / 'out'
     report = pipeline.main(['--preset', str(path), '--output', str(out)])
     text = report.read_text()
+    printed = capsys.readouterr().out
+    for stage in ('ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate'):  # one summary line per stage
+        assert re.search(rf'^\[{stage}\] done in \d+:\d\d -> ', printed, flags=re.M), stage
     n = len(timm_learngene.enumerate_descendants(spec))
     assert sum(bool(re.match(r'\| s\d+ \|', line)) for line in text.splitlines()) == n
     assert (out / 'report' / 'pareto.png').read_bytes()[:4] == b'\x89PNG'

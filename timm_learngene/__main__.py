@@ -8,6 +8,8 @@ import sys
 from typing import List, Optional
 
 from .hub import push_to_hub, stage_for_hub
+from .hub_errors import hub_error
+from .logs import setup_logging
 
 __all__ = ['main', 'parse_args']
 
@@ -35,8 +37,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command; 0 on success, 2 with one ``error:`` line on stderr for a documented failure (a bad folder,
+    pool or repo id; the Hub offline, unreachable or refusing)."""
     args = parse_args(argv)
-    from huggingface_hub.errors import HfHubHTTPError
+    setup_logging()
     try:
         if args.stage_only:
             out = stage_for_hub(args.folder, args.repo, args.stage_only, datasets=args.datasets, license=args.license)
@@ -48,9 +52,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileExistsError, ImportError) as e:  # bad folder / pool / repo id: the user's to fix
         print(f'error: {e}', file=sys.stderr)
         return 2
-    except HfHubHTTPError as e:  # the Hub refused (not logged in, no write access, ...)
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    except Exception as e:  # noqa: BLE001 - offline, no network, the Hub refused: one line; anything else raises
+        err = hub_error(e, f'pushing {args.folder} to {args.repo}',
+                        f'write the files with --stage-only DIR now and upload DIR later')
+        if err is None:
+            raise
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     print(f'pushed {args.folder} to {args.repo}: {getattr(info, "commit_url", None) or info}')
     return 0
 

@@ -6,6 +6,8 @@ import timm
 import torch
 from torch import nn
 
+from .hub_errors import hub_error
+
 __all__ = ['load_ancestry']
 
 
@@ -15,7 +17,8 @@ def load_ancestry(name: str, checkpoint: Optional[str] = None, **kwargs) -> nn.M
     ``name`` is a timm name (pretrained weights from the Hub), or ``local-dir:PATH`` / ``hf-hub:ORG/REPO``.
     ``checkpoint`` overrides the weights: a folder written by ``timm.models.save_for_hf`` (config.json +
     model.safetensors; the architecture comes from its config) or a ``.safetensors`` file for the
-    architecture ``name``. Never unpickles.
+    architecture ``name``. Never unpickles. A Hub or network failure (offline, no connection, a missing repo) is
+    a :class:`~timm_learngene.errors.HubError` saying what to do.
     """
     if checkpoint:
         path = Path(checkpoint)
@@ -32,11 +35,13 @@ def load_ancestry(name: str, checkpoint: Optional[str] = None, **kwargs) -> nn.M
     else:
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
-        except (OSError, RuntimeError) as e:
-            raise RuntimeError(
-                f'could not load the pretrained ancestry {name!r} ({type(e).__name__}: {e}). Without network access, '
-                f'pass --teacher-checkpoint with a local folder or .safetensors file, or set HF_ENDPOINT to a '
-                f'mirror') from e
+        except Exception as e:  # noqa: BLE001 - only Hub and network failures are turned into a HubError
+            err = hub_error(e, f'could not load the pretrained ancestry {name!r}',
+                            'pass --teacher-checkpoint with a local timm model folder (config.json + '
+                            'model.safetensors) or a .safetensors file')
+            if err is None:
+                raise
+            raise err from e
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -6,7 +6,7 @@ let tests and tools tell the cases apart. Messages say what was wrong, what was 
 
 __all__ = [
     'LearngeneError', 'PoolSpecError', 'RouteError', 'UnknownDescendantError', 'CheckpointError',
-    'FormatVersionError', 'ResumeError', 'DatasetError', 'TransformError', 'ConfigError',
+    'FormatVersionError', 'ResumeError', 'DatasetError', 'TransformError', 'ConfigError', 'HubError',
 ]
 
 
@@ -50,3 +50,9 @@ class TransformError(LearngeneError):
 
 class ConfigError(LearngeneError):
     """A recipe config (YAML file or flags) names an unknown option or holds a value of the wrong kind."""
+
+
+class HubError(LearngeneError):
+    """A model could not be fetched from, or a pool sent to, the Hugging Face Hub: offline mode, no network, a
+    missing repo or revision, a gated repo, a refused upload. Says which, and the way around the Hub. (A pool repo
+    that answers but holds no valid pool is a :class:`CheckpointError`.)"""

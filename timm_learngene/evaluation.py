@@ -112,7 +112,8 @@ def pareto_front(rows: Sequence[Mapping], x: str = 'gmacs', y: str = 'top1') -> 
 
 def pareto_plot(series: Mapping[str, Sequence[Mapping]], path, title: str = '', x: str = 'gmacs',
                 y: str = 'top1') -> Path:
-    """Top-1 against GMACs, one marker set per series (e.g. one per method), its Pareto front as a line."""
+    """Top-1 against GMACs, one marker set per series (e.g. one per method), its Pareto front as a line; each point
+    labelled with its row's ``name`` (the descendant)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -122,6 +123,10 @@ def pareto_plot(series: Mapping[str, Sequence[Mapping]], path, title: str = '', 
         if not rows:
             continue
         pts = ax.scatter([r[x] for r in rows], [r[y] for r in rows], s=18, alpha=0.7, label=label)
+        for r in rows:  # which descendant each point is
+            if r.get('name'):
+                ax.annotate(str(r['name']), (r[x], r[y]), xytext=(3, 3), textcoords='offset points', fontsize=6,
+                            alpha=0.8)
         front = pareto_front(rows, x, y)
         ax.plot([r[x] for r in front], [r[y] for r in front], color=pts.get_facecolor()[0], alpha=0.8)
     ax.set_xlabel('GMACs per image' if x == 'gmacs' else x)

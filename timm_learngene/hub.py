@@ -10,7 +10,6 @@
 config (timm downloads config.json itself); the weights come through :func:`download_pool_file`.
 """
 import json
-import logging
 import os
 import re
 import shutil
@@ -20,13 +19,14 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
 from .errors import CheckpointError
+from .logs import get_logger
 from .model_card import PARETO_NAME, render_model_card, render_pareto
 from .pool_file import download_pool_file, read_pool_config, split_revision
 from .version import __version__
 
 __all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 _COMMIT = re.compile(r'[0-9a-f]{40}')
 

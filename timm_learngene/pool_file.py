@@ -19,7 +19,6 @@ memory than the file itself backs.
 """
 import dataclasses
 import json
-import logging
 import mmap
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from timm.models import PretrainedCfg
 
 from .checksum import checksum, checksum_bytes
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
+from .logs import get_logger
 from .spec import DescendantInfo, PoolSpec, enumerate_descendants, pool_params
 from .version import __version__
 
@@ -42,7 +42,7 @@ __all__ = [
     'load_pool_weights',
 ]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 # Version of the checkpoint layout (tensor names + config.json fields). Bump when either changes.
 FORMAT_VERSION = 1

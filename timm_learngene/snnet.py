@@ -59,9 +59,10 @@ def anchor_spec(anchors: Sequence[nn.Module], labels: Sequence[str], name: str =
 
 
 def anchor_pool(anchors: Sequence[Union[str, nn.Module]], name: str = 'snnet',
-                labels: Optional[Sequence[str]] = None) -> LearngenePool:
+                labels: Optional[Sequence[str]] = None, num_classes: int = 0) -> LearngenePool:
     """Build an SN-Net pool from ``anchors``: timm names (pretrained from the Hub), ``local-dir:PATH`` /
-    ``hf-hub:REPO``, timm model folders, or modules. Each anchor's weights become a member, key for key."""
+    ``hf-hub:REPO``, timm model folders, or modules. Each anchor's weights become a member, key for key.
+    ``num_classes`` > 0 gives every anchor a new head of that many classes first (``reset_classifier``)."""
     models: List[nn.Module] = []
     labels = list(labels or [a if isinstance(a, str) else f'anchor{i}' for i, a in enumerate(anchors)])
     for a, label in zip(anchors, labels):
@@ -73,6 +74,10 @@ def anchor_pool(anchors: Sequence[Union[str, nn.Module]], name: str = 'snnet',
             models.append(load_ancestry('', checkpoint=a))
     if len(models) < 2:
         raise PoolSpecError(f'SN-Net needs at least two anchors, got {len(models)}')
+    if num_classes:
+        for m in models:
+            if m.num_classes != num_classes:
+                m.reset_classifier(num_classes)
     spec = anchor_spec(models, labels, name=name)
     pool = timm.create_model('learngene_pool', pool=spec)
     by_name = {_anchor_name(label, i): m for i, (m, label) in enumerate(zip(models, labels))}

@@ -24,16 +24,19 @@ import torch
 from timm.data import Mixup
 
 from ..errors import DatasetError, TransformError
+from ..logs import get_logger
 from .augment import build_transform, dataset_stats, guard_posterize
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
 from .split import SplitSubset, check_val_size, split_indices
 
-__all__ = ['build_dataset', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
+__all__ = ['build_dataset', 'check_data_source', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
            'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS']
+
+_logger = get_logger(__name__)
 
 DATASETS = ('folder', 'fashion_mnist', 'synthetic')
 SPLITS = ('train', 'val', 'eval')
@@ -126,8 +129,35 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
     return ds
 
 
+def check_data_source(cfg: Mapping[str, Any], splits=('train',)) -> None:
+    """Raise DatasetError when the files of ``splits`` (of :data:`SPLITS`) are not where ``cfg`` says: the
+    Fashion-MNIST files, or ``data_dir`` and its split folders. Cheap (it lists folders, reads no image), so the
+    recipes call it before loading any ancestry or pool: a missing data dir is reported first, not after a
+    download that was going to be useless. :func:`build_dataset` checks the rest."""
+    name = cfg.get('dataset', 'synthetic')
+    if name == 'synthetic':
+        return
+    if name not in DATASETS:
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+    if name == 'fashion_mnist':
+        try:
+            find_fashion_mnist(cfg.get('data_dir') or None)
+        except FileNotFoundError as e:
+            raise DatasetError(str(e)) from None
+        return
+    if not cfg.get('data_dir'):
+        raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
+    for split in dict.fromkeys('eval' if s == 'eval' else 'train' for s in splits):
+        find_split_folder(cfg['data_dir'], split)
+
+
 def _check_num_classes(n: int, num_classes: int, what: str, extra: str = ''):
-    # a label >= num_classes fails in cross_entropy mid-run; fewer classes than outputs is fine (unused logits)
+    # a label >= num_classes fails in cross_entropy mid-run; fewer classes than outputs runs (unused logits) but is
+    # most likely a pool made for other data, so it is worth a warning
+    if num_classes and n < num_classes:
+        _logger.warning_once(f'{what} has {n} classes but the model has {num_classes} outputs: {num_classes - n} '
+                             f'outputs are never a target (a pool from other data?); finetune and evaluate take '
+                             f'--num-classes {n} to put new heads on every member')
     if num_classes and n > num_classes:
         raise DatasetError(f'{what} has {n} classes but the model has {num_classes} outputs; build the model with '
                            f'{n} classes (distill: --num-classes {n}; train_vit: --model-args '

@@ -6,7 +6,6 @@ unlike it, a missing split folder is an error (timm falls back to ``DATA_DIR`` i
 images directly (timm silently drops an empty class folder and makes a nested folder a class of its own, either of
 which shifts the class indices), and a bad image is an error unless the dataset is wrapped in :class:`SkipBadImages`.
 """
-import logging
 import os
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple, Union
@@ -17,12 +16,13 @@ from timm.data.readers.img_extensions import get_img_extensions
 from timm.data.readers.reader_image_folder import find_images_and_targets
 
 from ..errors import DatasetError
+from ..logs import get_logger
 from .transform_errors import apply_transform
 
 __all__ = ['ImageFolder', 'SkipBadImages', 'find_split_folder', 'class_folders', 'SPLIT_FOLDERS', 'FOLDER_LAYOUT',
            'BAD_IMAGES']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 SPLIT_FOLDERS = {'train': ('train', 'training'), 'eval': ('val', 'validation', 'valid', 'eval', 'evaluation')}
 FOLDER_LAYOUT = 'DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg'

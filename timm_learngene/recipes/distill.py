@@ -26,7 +26,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
 )
-from ..training.setup import prepare_run, start_run
+from ..training.setup import check_inputs, prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
 
@@ -66,6 +66,7 @@ def build_pool(cfg):
 
 def run(cfg):
     """Distill; returns the distilled pool (the folder is OUTPUT/pool)."""
+    check_inputs(cfg)  # the data is there before the ancestry is loaded (perhaps downloaded)
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     set_seed(cfg.seed)
     pool = build_pool(cfg)

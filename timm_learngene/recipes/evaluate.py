@@ -16,18 +16,22 @@ from typing import List, Optional, Sequence
 import torch
 from timm.layers import set_fused_attn
 
-from ..checkpoint import load_pool, update_pool_metrics
+from ..checkpoint import load_pool, read_pool_config, update_pool_metrics
 from ..data import build_dataset, build_loader
 from ..errors import ConfigError
+from ..logs import get_logger
 from ..evaluation import (
     descendant_rows, measure_latency, measure_throughput, pareto_plot, write_csv, write_markdown,
 )
 from ..training.loop import finish, make_accelerator
-from ..training.setup import resolve_precision
+from ..training.launch import apply_launcher, write_launch_record
+from ..training.setup import check_inputs, resolve_precision
 from ..training.metrics import accuracy
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
+
+_logger = get_logger(__name__)
 
 
 def _check(cfg) -> None:
@@ -37,6 +41,9 @@ def _check(cfg) -> None:
 
 OPTIONS = OptionTable([
     Option('pool', str, '', 'the pool folder to evaluate (OUTPUT/pool of distill or finetune)', group='model'),
+    Option('num_classes', int, 0, "classifier outputs (0 = the pool's); another number puts a new, untrained head "
+           'on every member: params, GMACs and speed for that many classes, top-1 at chance level (finetune '
+           '--num-classes first for accuracy)', group='model'),
     Option('descendants', List[str], [], "the descendants to evaluate, comma-separated names ('' = all)",
            group='model'),
     *pick(DATA, 'dataset', 'data_dir', 'eval_limit', 'val_size', 'val_seed', 'num_workers', 'bad_images'),
@@ -51,7 +58,7 @@ OPTIONS = OptionTable([
            'config.json', group='evaluation'),
     Option('title', str, '', "title of descendants.md and pareto.png ('' = '<pool name>: N descendants')",
            group='evaluation'),
-    *pick(RUN, 'output', 'seed', 'mixed_precision', 'cpu', 'fused_attn'),
+    *pick(RUN, 'output', 'seed', 'mixed_precision', 'cpu', 'fused_attn', 'progress'),
 ], __doc__, check=_check, defaults=dict(output='out/eval'))
 
 
@@ -61,9 +68,13 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def run(cfg):
     """Evaluate; returns the rows (one dict per descendant)."""
+    check_inputs(cfg, ('eval', 'train') if cfg.val_size else ('eval',))  # the data is there before the pool loads
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
-    pool = load_pool(cfg.pool).eval()
+    pool = load_pool(cfg.pool, **({'num_classes': cfg.num_classes} if cfg.num_classes else {})).eval()
     spec = pool.pool_spec
+    if cfg.num_classes and cfg.num_classes != read_pool_config(cfg.pool)['model_args']['pool'].num_classes:
+        _logger.warning('evaluate --num-classes %d: every member has a new, untrained head, so top-1 is at chance '
+                        'level; finetune --num-classes %d first to measure accuracy', cfg.num_classes, cfg.num_classes)
     descendants = pool.descendants
     if cfg.descendants:
         unknown = sorted(set(cfg.descendants) - {d.name for d in descendants})
@@ -72,9 +83,11 @@ def run(cfg):
                               f's1..s{len(descendants)}')
         descendants = [d for d in descendants if d.name in cfg.descendants]
     largest = descendants[-1]
+    sources = apply_launcher(cfg)
     resolve_precision(cfg, pool, lambda m, b: F.cross_entropy(m(b[0], largest), b[1]), img_size=spec.img_size,
-                      in_chans=spec.in_chans, num_classes=spec.num_classes)
+                      in_chans=spec.in_chans, num_classes=spec.num_classes, source=sources['mixed_precision'])
     accelerator = make_accelerator(argparse.Namespace(**vars(cfg), grad_accum=1))  # no optimizer steps here
+    write_launch_record(accelerator, cfg, sources)
     out = Path(cfg.output)
     pool = pool.to(accelerator.device).eval()
 

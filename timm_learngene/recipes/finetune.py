@@ -35,7 +35,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
-from ..training.setup import prepare_run, start_run
+from ..training.setup import check_inputs, prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -51,6 +51,9 @@ OPTIONS = OptionTable([
     Option('anchors', List[str], [], 'SN-Net instead of --pool: the anchor models '
            '(timm names, local-dir:/hf-hub: names or model folders), comma-separated, each one a member',
            group='model'),
+    Option('num_classes', int, 0, "classifier outputs (0 = the pool's); another number puts a new head of that "
+           'many classes on every member, to finetune on a data set with other classes (as timm\'s train.py '
+           '--num-classes); KD then needs an ancestry with as many outputs', group='model'),
     Option('stitch_init', str, 'lstsq', "how the stitch layers start: lstsq (least squares on --init-images "
            'training images), learngene (data-free, from the distillation transforms), transpose (the released '
            "code's rule), none (keep the pool's stitch layers)", choices=STITCH_INITS + ('none',),
@@ -104,14 +107,15 @@ def _teacher(cfg, recipe):
 
 def run(cfg):
     """Finetune; returns the finetuned pool (the folder is OUTPUT/pool)."""
+    check_inputs(cfg)  # the data is there before the pool, the anchors or the ancestry are loaded
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     set_seed(cfg.seed)
     if cfg.pool:
         recipe = read_pool_config(cfg.pool).get('recipe') or {}
-        pool = load_pool(cfg.pool)
+        pool = load_pool(cfg.pool, **({'num_classes': cfg.num_classes} if cfg.num_classes else {}))
     else:
         recipe = {}
-        pool = anchor_pool(cfg.anchors)
+        pool = anchor_pool(cfg.anchors, num_classes=cfg.num_classes)
     spec = pool.pool_spec
     # a resumed run restores the stitch layers from its checkpoint; one killed before its first checkpoint
     # starts over and initialises them like a fresh run
@@ -124,7 +128,12 @@ def run(cfg):
         solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda)
         PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
     routes = set_trainable(pool, cfg.train)
-    trainer = DescendantTrainer(pool, _teacher(cfg, recipe), cfg.ce_weight, cfg.kd_weight, cfg.temperature,
+    teacher = _teacher(cfg, recipe)
+    if teacher is not None and getattr(teacher, 'num_classes', spec.num_classes) != spec.num_classes:
+        raise ConfigError(f'finetune: KD compares logits, but the ancestry has {teacher.num_classes} outputs and the '
+                          f'pool {spec.num_classes}; pass an ancestry trained on this data (--teacher-checkpoint) or '
+                          f'--kd-weight 0 for labels only')
+    trainer = DescendantTrainer(pool, teacher, cfg.ce_weight, cfg.kd_weight, cfg.temperature,
                                 smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
     always = sandwich_routes(pool) if cfg.train == 'all' and cfg.routes_per_step >= 3 else ()
     try:

@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from ..evaluation import pareto_front, write_markdown
 from ..training.loop import latest_checkpoint
 from ..training.options import Option, OptionTable
+from ..training.progress import format_seconds
 from . import distill, evaluate, finetune, train_vit
 from .replication import replicate
 
@@ -135,6 +136,7 @@ class _StageRunner:
             self.shared['mixed_precision'] = cfg.mixed_precision  # probed once, on the first stage that ran
             print(f'[{stage}] mixed_precision auto -> {cfg.mixed_precision} for the later stages', flush=True)
         self.timings[stage] = time.perf_counter() - t
+        print(f'[{stage}] done in {format_seconds(self.timings[stage])} -> {done}', flush=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({'stage': stage, 'seconds': round(self.timings[stage], 1)}))
         self._stop_after(stage, done)

@@ -25,7 +25,7 @@ from ..training.metrics import accuracy
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN, Option, OptionTable,
 )
-from ..training.setup import prepare_run, start_run
+from ..training.setup import check_inputs, prepare_run, start_run
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -55,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 def run(cfg):
     """Train; returns the model (the folder is OUTPUT/model)."""
+    check_inputs(cfg)  # the data is there before anything is built or downloaded
     set_fused_attn(cfg.fused_attn)  # timm's fused SDPA; its CPU backward is slow at small head dims
     set_seed(cfg.seed)
     model = timm.create_model(cfg.model, drop_path_rate=cfg.drop_path, **cfg.model_args)

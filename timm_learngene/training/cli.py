@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..errors import LearngeneError
+from ..logs import setup_logging
 from .loop import NonFiniteLossError
 
 __all__ = ['run_cli', 'one_line', 'EXIT_BAD_INPUT']
@@ -16,7 +17,9 @@ EXIT_BAD_INPUT = 2
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None) -> None:
     """Run ``main(argv)``; exits with status 2 and a one-line message on a :class:`LearngeneError`,
-    :class:`NonFiniteLossError` or a missing config file."""
+    :class:`NonFiniteLossError` or a missing config file. Logging gets its handler first
+    (:func:`~timm_learngene.logs.setup_logging`), so the package's warnings and information show."""
+    setup_logging()
     try:
         main(argv)
     except (LearngeneError, NonFiniteLossError, FileNotFoundError) as e:

@@ -2,14 +2,15 @@
 
 accelerate does the device, data-parallel and mixed-precision work; this module adds what every recipe needs
 around it: AdamW + cosine with warm-up stepped per optimizer step, gradient accumulation, checkpoints every N
-steps with exact resume (data order, RNG, optimizer, schedule), a tqdm bar on the main process, a JSON-lines log,
+steps with exact resume (data order, RNG, optimizer, schedule), progress on the main process (a tqdm bar on a
+terminal, plain lines with the ETA elsewhere: :mod:`.progress`), a JSON-lines log with its curves (``curves.png``)
+and accelerate's trackers (``--log-with``),
 per-epoch evaluation, a stop with a clear error on a non-finite loss or gradient, and a clean distributed exit.
 
 Resume checkpoints (``checkpoints/step_N``, crash-safe, nothing unpickled) are :mod:`.resume`; ``--resume`` restores
 data order, RNG, optimizer, schedule and the loop's own state exactly.
 """
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
+from ..logs import get_logger
+from .curves import plot_log
+from .progress import Progress, check_trackers, tracker_config
 from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_train_state re-exported)
     complete_checkpoints, discard, latest_checkpoint, load_checkpoint, load_train_state, remove_leftovers,
     save_checkpoint, step_of, trim_log,
@@ -27,7 +31,7 @@ from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_t
 __all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
            'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint', 'load_train_state']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -52,10 +56,13 @@ class TrainState:
 
 
 def make_accelerator(cfg, find_unused_parameters: bool = False) -> Accelerator:
-    """An Accelerator for ``cfg.output`` with a seedable sampler (data order is a function of seed and epoch).
+    """An Accelerator for ``cfg.output`` with a seedable sampler (data order is a function of seed and epoch) and
+    the trackers of ``cfg.log_with`` (under ``OUTPUT/trackers``; ConfigError if one is not installed).
     ``find_unused_parameters`` for models that run a different subset of parameters each step (descendants)."""
-    project = ProjectConfiguration(project_dir=str(cfg.output))
+    project = ProjectConfiguration(project_dir=str(cfg.output), logging_dir=str(Path(cfg.output) / 'trackers'))
+    log_with = check_trackers(getattr(cfg, 'log_with', None) or [])
     return Accelerator(
+        log_with=log_with or None,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
         cpu=cfg.cpu or not torch.cuda.is_available(),
         mixed_precision=cfg.mixed_precision,
@@ -190,10 +197,10 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                         discard(later)
         accelerator.wait_for_everyone()
     steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
-    bar = None
-    if accelerator.is_main_process:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=state.step, desc=desc, dynamic_ncols=True, smoothing=0.1)
+    if getattr(cfg, 'log_with', None):
+        accelerator.init_trackers(Path(cfg.output).name or desc, config=tracker_config(cfg))
+    progress = Progress(total_steps, state.step, desc, getattr(cfg, 'progress', 'auto'), cfg.log_every,
+                        enabled=accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
     while state.step < total_steps:
         epoch = state.step // steps_per_epoch
@@ -223,15 +230,18 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
                 continue
             scheduler.step()
             state.step += 1
-            if bar is not None:
+            if progress.mode != 'none':
                 rate = seen / max(1e-9, time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{losses['total'].item():.3f}", img_s=f'{rate:.0f}', refresh=False)
-                bar.update(1)
-            if accelerator.is_main_process and (state.step % cfg.log_every == 0 or state.step == total_steps):
+                progress.step(1, {'loss': f"{losses['total'].item():.3f}", 'lr': f'{scheduler.get_last_lr()[0]:.2e}',
+                                  'img/s': f'{rate:.0f}'})
+            if state.step % cfg.log_every == 0 or state.step == total_steps:
                 rec = {'step': state.step, 'epoch': epoch, 'lr': scheduler.get_last_lr()[0]}
                 rec.update({k: float(v.detach()) for k, v in losses.items()})
-                with open(log_file, 'a') as f:
-                    f.write(json.dumps(rec) + '\n')
+                if accelerator.is_main_process:
+                    with open(log_file, 'a') as f:
+                        f.write(json.dumps(rec) + '\n')
+                if getattr(cfg, 'log_with', None):
+                    accelerator.log({f'train/{k}': v for k, v in rec.items() if k != 'step'}, step=state.step)
             stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
                 kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints, stateful)
@@ -244,12 +254,15 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
         if evaluate is not None and end_of_epoch:
             metrics = evaluate(epoch)
             if accelerator.is_main_process and metrics:
-                accelerator.print(f'epoch {epoch} step {state.step}: ' +
-                                  ', '.join(f'{k} {v:.2f}' for k, v in metrics.items()))
+                progress.write(f'epoch {epoch} step {state.step}: ' +
+                               ', '.join(f'{k} {v:.2f}' for k, v in metrics.items()))
                 with open(log_file, 'a') as f:
                     f.write(json.dumps({'step': state.step, 'epoch': epoch, 'eval': metrics}) + '\n')
-    if bar is not None:
-        bar.close()
+            if metrics and getattr(cfg, 'log_with', None):
+                accelerator.log({f'eval/{k}': v for k, v in metrics.items()}, step=state.step)
+    progress.close()
+    if accelerator.is_main_process:
+        plot_log(log_file)  # OUTPUT/curves.png: loss terms and lr against the step
     return state
 
 

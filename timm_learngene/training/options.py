@@ -32,8 +32,9 @@ import yaml
 from ..data import BAD_IMAGES, DATASETS
 from ..errors import ConfigError
 from .precision import MIXED_PRECISION_CHOICES
+from .progress import PROGRESS_CHOICES, TRACKERS
 
-__all__ = ['Option', 'OptionTable', 'Kind', 'GROUPS', 'DATA', 'MODEL', 'OPTIMIZATION', 'AUGMENTATION',
+__all__ = ['Option', 'OptionTable', 'RecipeConfig', 'Kind', 'GROUPS', 'DATA', 'MODEL', 'OPTIMIZATION', 'AUGMENTATION',
            'DISTILLATION', 'RUN', 'INTERPOLATIONS', 'MIXED_PRECISION', 'pick', 'load_config_file', 'save_config']
 
 # group -> the title of its --help section, in the order --help and docs/options.md show them
@@ -52,7 +53,20 @@ GROUPS = {
 # 'random' is left out: the recipes use one interpolation for training crops and the evaluation resize, and
 # timm's evaluation transform has no 'random'.
 INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest', 'box', 'hamming', 'lanczos')
-MIXED_PRECISION = MIXED_PRECISION_CHOICES  # auto resolved by training.setup.resolve_precision
+MIXED_PRECISION = MIXED_PRECISION_CHOICES  # launcher first (training.launch), then auto (training.setup)
+
+
+class RecipeConfig(argparse.Namespace):
+    """A recipe's resolved config: one attribute per option (``vars(cfg)`` is what :func:`save_config` writes).
+
+    ``given`` holds the names of the options set by a command-line flag (not by a ``--config`` file, a preset or a
+    default). A slot, so it is not among ``vars(cfg)``: the launcher (``accelerate launch``, accelerate's config)
+    decides precision and device unless a flag did (:func:`~timm_learngene.training.launch.apply_launcher`)."""
+    __slots__ = ('given',)
+
+    def __init__(self, given=frozenset(), **values):
+        super().__init__(**values)
+        self.given = frozenset(given)
 
 
 class _BadValue(ValueError):
@@ -342,7 +356,7 @@ class OptionTable:
         """The config from ``values`` (option name -> YAML-like value) over the defaults, checked exactly as a
         ``--config`` file is: ConfigError for an unknown key or a bad value, naming ``source``."""
         cfg = dict(self.defaults(), **self._convert_mapping(values, source))
-        return self._finish(cfg, config=None)
+        return self._finish(cfg, config=None, given=())
 
     def parse(self, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
         """The config from a command line: defaults <- ``--config FILE`` <- flags. A bad flag or value exits with
@@ -357,7 +371,8 @@ class OptionTable:
             if config:
                 base.update(self._convert_mapping(load_config_file(config), str(config)))
         ns = self.parser(base, prog).parse_args(argv)
-        return self._finish({o.name: getattr(ns, o.name, base[o.name]) for o in self}, config=config)
+        given = [o.name for o in self if hasattr(ns, o.name)]  # flags default to SUPPRESS: present when given
+        return self._finish({o.name: getattr(ns, o.name, base[o.name]) for o in self}, config=config, given=given)
 
     def _convert_mapping(self, values: Mapping[str, Any], source: str) -> Dict[str, Any]:
         out = {}
@@ -374,11 +389,11 @@ class OptionTable:
                 raise ConfigError(f'{source}: {key}: {e}') from None
         return out
 
-    def _finish(self, values: Dict[str, Any], config: Optional[str]) -> argparse.Namespace:
+    def _finish(self, values: Dict[str, Any], config: Optional[str], given: Iterable[str]) -> RecipeConfig:
         if 'resume' in self and 'output' in self and values['resume'] \
                 and values['output'] == self['output'].default:
             values['output'] = values['resume']  # --resume DIR continues the run in DIR
-        cfg = argparse.Namespace(**({'config': config} if self.config_file else {}), **values)
+        cfg = RecipeConfig(given, **({'config': config} if self.config_file else {}), **values)
         if self.check is not None:
             self.check(cfg)
         return cfg
@@ -542,18 +557,27 @@ RUN = (
     Option('resume', str, '', "continue the run whose checkpoints are under this folder, from its latest complete "
            "checkpoint (--output defaults to it; '' = start fresh)", group='run'),
     Option('seed', int, 0, 'seed of the model init, data order and augmentation', group='run'),
-    Option('mixed_precision', str, 'auto', 'autocast precision (accelerate): auto probes fp32 and bf16 for a few '
-           'steps of the actual model on this machine and keeps the faster (on CUDA: bf16 where supported); '
-           'accelerate launch --mixed_precision, or any other value here, wins over auto. The resolved value is '
-           'written to config.yaml, the probe to precision.json', choices=MIXED_PRECISION, group='run'),
-    Option('cpu', bool, False, 'run on the CPU even when a GPU is available', group='run'),
+    Option('mixed_precision', str, 'auto', 'autocast precision (accelerate). Launcher first: this flag wins, else '
+           "accelerate launch --mixed_precision or accelerate's config, else the YAML file's value or the default. "
+           'auto probes fp32 and bf16 for a few steps of the actual model on this machine and keeps the faster (on '
+           'CUDA: bf16 where supported). The resolved value is written to config.yaml, where it came from to '
+           'launch.json, the probe to precision.json', choices=MIXED_PRECISION, group='run'),
+    Option('cpu', bool, False, 'run on the CPU even when a GPU is available (this flag wins, else accelerate launch '
+           "--cpu or accelerate's config, else the YAML file's value)", group='run'),
     Option('fused_attn', bool, True, "timm's fused attention (torch SDPA); its CPU backward is slow at small head "
            'dims', group='run'),
     Option('checkpoint_every', int, 1000, 'save a resumable checkpoint every N optimizer steps (0 = only at '
            '--stop-after)', group='run'),
     Option('keep_checkpoints', int, 2, 'complete checkpoints kept; older ones are deleted (0 = keep all)',
            group='run'),
-    Option('log_every', int, 20, 'append the loss terms and lr to log.jsonl every N optimizer steps', group='run'),
+    Option('log_every', int, 20, 'append the loss terms and lr to log.jsonl (and to the --log-with trackers; with '
+           '--progress lines, print a progress line) every N optimizer steps', group='run'),
+    Option('progress', str, 'auto', 'how training shows its progress: bar (tqdm), lines (a plain line every '
+           '--log-every steps with loss, lr, img/s and the ETA, for log files), none, or auto (a bar when stdout and '
+           'stderr are terminals, else lines)', choices=PROGRESS_CHOICES, group='run'),
+    Option('log_with', List[str], [], "accelerate trackers that also get the loss terms, lr and evaluations, "
+           f"comma-separated ({', '.join(TRACKERS)}); written under OUTPUT/trackers. tensorboard: pip install "
+           "'timm-learngene[tensorboard]'", group='run'),
     Option('eval', bool, True, 'evaluate on the evaluation split at the end of every epoch and of the run',
            group='run'),
     Option('stop_after', int, 0, 'checkpoint and stop after N optimizer steps, for time-limited jobs; continue '

@@ -16,7 +16,6 @@ raised underneath.
 """
 import base64
 import json
-import logging
 import math
 import os
 import re
@@ -30,11 +29,12 @@ from accelerate.utils import RNG_STATE_NAME, load
 
 from ..durable import atomic_write_text, fsync, fsync_tree, remove_paths
 from ..errors import ResumeError
+from ..logs import get_logger
 
 __all__ = ['latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_train_state', 'remove_leftovers',
            'complete_checkpoints', 'discard', 'trim_log', 'step_of', 'POINTER_NAME', 'STATE_NAME']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 POINTER_NAME = 'latest.json'
 STATE_NAME = 'train_state.json'

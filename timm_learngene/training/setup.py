@@ -1,7 +1,6 @@
 """What every training recipe builds between its model and :func:`~timm_learngene.training.loop.fit`: the
 datasets and loaders, the optimizer, one ``accelerator.prepare``, the step counts and the learning-rate schedule."""
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,25 +9,41 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 from accelerate import Accelerator
 
-from ..data import build_dataset, build_loader
+from ..data import build_dataset, build_loader, check_data_source
+from ..logs import get_logger
+from .launch import apply_launcher, write_launch_record
 from .loop import cosine_schedule, make_accelerator, make_optimizer
+from .progress import check_trackers
 from .options import save_config
 from .precision import make_probe_step, resolve_mixed_precision
 
-__all__ = ['PreparedRun', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps', 'PRECISION_FILE']
+__all__ = ['PreparedRun', 'check_inputs', 'prepare_run', 'start_run', 'resolve_precision', 'warmup_steps',
+           'PRECISION_FILE']
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 PRECISION_FILE = 'precision.json'
 
 
+def check_inputs(cfg, splits=None) -> None:
+    """What a recipe checks before it loads any model, ancestry or pool: the data (:func:`~timm_learngene.data.
+    check_data_source`; ``splits`` default: ``train``, and ``eval`` with ``cfg.eval``) and the ``--log-with``
+    trackers. Raises DatasetError or ConfigError."""
+    if splits is None:
+        splits = ('train', 'eval') if getattr(cfg, 'eval', False) else ('train',)
+    check_data_source(vars(cfg), splits)
+    check_trackers(getattr(cfg, 'log_with', None) or [])
+
+
 def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, Any], Any], *,
-                      img_size: int, in_chans: int, num_classes: int) -> Dict[str, Any]:
+                      img_size: int, in_chans: int, num_classes: int, source: str = 'config') -> Dict[str, Any]:
     """Resolve ``cfg.mixed_precision`` in place before the Accelerator is built: ``auto`` becomes the faster of fp32
     and bf16 for a few steps of ``module`` (``loss_fn(module, (x, y))`` on a random batch of ``cfg.batch_size``
-    images; see :func:`~timm_learngene.training.precision.resolve_mixed_precision`). Any other value, and
-    ``accelerate launch --mixed_precision``, wins over ``auto``. Returns the record, also written to
-    ``OUTPUT/precision.json`` so the run states what it used and why.
+    images; see :func:`~timm_learngene.training.precision.resolve_mixed_precision`). Any other value wins over
+    ``auto``; call :func:`~timm_learngene.training.launch.apply_launcher` first, so that ``accelerate launch``'s
+    precision replaces a value the command line did not set. Returns the record, also written to
+    ``OUTPUT/precision.json`` so the run states what it used and why (``source``: where the requested value came
+    from, as :func:`~timm_learngene.training.launch.apply_launcher` says).
 
     Several processes started without accelerate's launcher would each time their own steps and could choose
     differently, so there ``auto`` is fp32 (no probe)."""
@@ -51,8 +66,9 @@ def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.
             module.train(was_training)
             module.to(was_device)
     cfg.mixed_precision = choice
+    record['source'] = source
     if requested == 'auto':
-        _logger.warning('mixed_precision auto -> %s (%s%s)', choice, record.get('reason', ''),
+        _logger.info('mixed_precision auto -> %s (%s%s)', choice, record.get('reason', ''),
                         f"; seconds per step {record['seconds_per_step']}" if 'seconds_per_step' in record else '')
     out = Path(cfg.output)
     if int(os.environ.get('RANK', '0')) == 0:
@@ -115,11 +131,16 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, params: I
 
 def start_run(cfg, module: torch.nn.Module, probe_loss: Callable[[torch.nn.Module, Any], Any], *, img_size: int,
               in_chans: int, num_classes: int, find_unused_parameters: bool = False) -> Accelerator:
-    """What every training recipe does once its model is built: resolve ``mixed_precision: auto`` on ``module``
-    (:func:`resolve_precision`, with ``probe_loss``), build the Accelerator, and write the resolved config to
-    ``OUTPUT/config.yaml`` (on the main process)."""
-    resolve_precision(cfg, module, probe_loss, img_size=img_size, in_chans=in_chans, num_classes=num_classes)
+    """What every training recipe does once its model is built: launcher first (:func:`~timm_learngene.training.
+    launch.apply_launcher`: ``accelerate launch``'s precision and device replace the config's unless a flag set
+    them), resolve ``mixed_precision: auto`` on ``module`` (:func:`resolve_precision`, with ``probe_loss``), build
+    the Accelerator, and write the resolved config to ``OUTPUT/config.yaml`` and what the run uses (precision,
+    device, processes, and where each came from) to ``OUTPUT/launch.json`` (on the main process)."""
+    sources = apply_launcher(cfg)
+    resolve_precision(cfg, module, probe_loss, img_size=img_size, in_chans=in_chans, num_classes=num_classes,
+                      source=sources.get('mixed_precision', 'config'))
     accelerator = make_accelerator(cfg, find_unused_parameters=find_unused_parameters)
+    write_launch_record(accelerator, cfg, sources)
     if accelerator.is_main_process:
         save_config(cfg, Path(cfg.output) / 'config.yaml')
     return accelerator
