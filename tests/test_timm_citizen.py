@@ -60,7 +60,9 @@ def test_data_config_travels_with_a_one_channel_pool(tmp_path):
     save_pool(pool, tmp_path / 'pool', data_config=eval_data_config(recipe, spec.img_size, 1))
     m = timm.create_model(f'local-dir:{tmp_path / "pool"}', pretrained=True, descendant='s3')
     data = resolve_data_config(model=m)
-    assert data['mean'] == pytest.approx((0.2860,)) and data['input_size'] == (1, spec.img_size, spec.img_size)
+    # lists, as timm reads any config.json (its own Hub models' too)
+    assert tuple(data['mean']) == pytest.approx((0.2860,)) and tuple(data['std']) == pytest.approx((0.3530,))
+    assert tuple(data['input_size']) == (1, spec.img_size, spec.img_size)
     assert data['crop_pct'] == 1.0 and data['interpolation'] == 'bilinear'
     img = Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 33), dtype=np.uint8), mode='L')
     ours = build_transform(recipe, spec.img_size, 1, augment=False)(img)
