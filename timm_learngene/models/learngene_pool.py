@@ -18,14 +18,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import Block
 
 from ..errors import PoolSpecError
 from ..pool_file import (
-    FORMAT_VERSION, check_format_version, check_model_args, check_pool_file, check_pretrained_cfg,
+    FORMAT_VERSION, check_format_version, check_model_args, check_pretrained_cfg, check_weights_file,
     descendant_metrics, load_pool_weights, pool_weights_file,
 )
 from ..spec import (
@@ -93,6 +94,44 @@ def _resolve_img_size(img_size) -> Optional[int]:
     return int(h)
 
 
+def _resized(patch_embed: PatchEmbed, pos_embed: nn.Parameter, img_size, patch_size) -> nn.Parameter:
+    """Resize ``patch_embed`` in place (timm's PatchEmbed.set_input_size) and return ``pos_embed`` resampled to
+    its new grid (the same parameter when the grid did not change), keeping its requires_grad."""
+    prev = patch_embed.grid_size
+    patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
+    if patch_embed.grid_size == prev:
+        return pos_embed
+    with torch.no_grad():
+        new = resample_abs_pos_embed(pos_embed, new_size=patch_embed.grid_size, old_size=prev, num_prefix_tokens=1)
+    return nn.Parameter(new, requires_grad=pos_embed.requires_grad)
+
+
+def _resized_spec(spec: PoolSpec, img_size, patch_size) -> PoolSpec:
+    """The spec after ``set_input_size`` (validated before anything changes: square, patch divides image)."""
+    img = _resolve_img_size(img_size) if img_size is not None else spec.img_size
+    if patch_size is not None:
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        if ph != pw:
+            raise PoolSpecError(f'learngene pools take square patches; got patch_size={tuple(patch_size)}')
+        patch = int(ph)
+    else:
+        patch = spec.patch_size
+    return spec.replace(img_size=img, patch_size=patch)
+
+
+# create_model's keyword arguments that the pool spec in model_args already records (set_input_size records
+# patch_size, which no entrypoint takes: the spec holds it)
+_SPEC_ARGS = ('pool', 'patch_size')
+
+
+def _export_args(recorded: Dict[str, Any], spec: PoolSpec, **extra) -> Dict[str, Any]:
+    """A model's reconstruction arguments as JSON (what timm's save_for_hf writes to config.json's model_args):
+    the factory's recorded kwargs, with the pool spec as its dict and the format version."""
+    args = {k: v for k, v in recorded.items() if k not in _SPEC_ARGS}
+    args.update(pool=spec.to_dict(), format_version=FORMAT_VERSION, **extra)
+    return args
+
+
 def _apply_overrides(spec: PoolSpec, num_classes=None, img_size=None, in_chans=None) -> PoolSpec:
     # only a real change builds (and validates) a new spec: the one passed in was validated when it was made
     changes = dict(num_classes=num_classes, img_size=_resolve_img_size(img_size), in_chans=in_chans)
@@ -124,6 +163,7 @@ class Descendant(nn.Module):
     Build one with ``timm.create_model('learngene_pool_s3')`` (fresh modules) or :meth:`LearngenePool.descendant`
     (modules shared with the pool). Speaks timm's model API.
     """
+    __jit_unused_properties__ = ['_model_args']
 
     def __init__(
             self,
@@ -136,6 +176,7 @@ class Descendant(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             descendants: Optional[List[dict]] = None,
+            dynamic_img_size: bool = False,
             _parts: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
@@ -155,6 +196,8 @@ class Descendant(nn.Module):
         self.num_prefix_tokens = 1
         self.has_class_token = True
         self.grad_checkpointing = False
+        self.dynamic_img_size = bool(dynamic_img_size)
+        self._shared = _parts is not None  # modules belong to a pool: resizing them is the pool's business
 
         parts = _parts if _parts is not None else self._fresh_parts(spec, self.route, drop_path_rate)
         self.patch_embed = parts['patch_embed']
@@ -221,6 +264,33 @@ class Descendant(nn.Module):
         return out
 
     # ---- timm API -----------------------------------------------------------------------------------------
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        """What ``timm.create_model`` recorded, as JSON that rebuilds this descendant: timm's ``save_for_hf``
+        writes it to config.json's ``model_args`` (the pool spec as a dict, this descendant's name, the format
+        version and this descendant's measured values)."""
+        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec, descendant=self.info.name,
+                            descendants=[self.info.to_dict()])
+
+    @_model_args.setter
+    def _model_args(self, args: Dict[str, Any]) -> None:
+        self.__dict__['_recorded_args'] = dict(args)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size=None, patch_size=None) -> None:
+        """New input size (and patch size), as timm's ViT: the position embedding is resampled to the new grid
+        (and the patch kernel, for a new patch size). Square sizes only. A descendant that shares its modules
+        with a pool (``pool.descendant(...)``) is resized through the pool."""
+        if self._shared:
+            raise RuntimeError('this descendant shares its modules with a pool (pool.descendant(...)); call '
+                               'pool.set_input_size(...) and take the descendant again, or build a standalone one '
+                               "with timm.create_model('learngene_pool_sN', ...)")
+        spec = _resized_spec(self.pool_spec, img_size, patch_size)
+        self.pos_embed = _resized(self.patch_embed, self.pos_embed, spec.img_size, patch_size)
+        self.pool_spec = spec
+        self._index_blocks()
+        update_model_input_size(self, self.patch_embed.img_size)
+
     @torch.jit.ignore
     def no_weight_decay(self):
         return {'pos_embed', 'cls_token'}
@@ -247,6 +317,7 @@ class Descendant(nn.Module):
             _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
+        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
         self.head = _new_head(self.num_features, num_classes, self.patch_embed.proj.weight, self.training)
 
     def prune_intermediate_layers(
@@ -271,9 +342,26 @@ class Descendant(nn.Module):
         return take_indices
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        """``B x C x H x W`` image -> ``B x (1 + N) x D`` tokens with the class token and position embedding.
+
+        With ``dynamic_img_size`` (timm ViT semantics) any image size the patch divides is taken and the position
+        embedding is resampled to its grid. The patch embedding's projection is called without the module's size
+        check, so a descendant that shares its modules with a pool can be dynamic while the pool is not.
+        """
+        if self.dynamic_img_size:
+            ph, pw = self.patch_embed.patch_size
+            torch._assert(x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0,
+                          'dynamic_img_size: image height and width must be multiples of the patch size')
+            x = self.patch_embed.proj(x)  # B x D x H' x W'
+            grid = (x.shape[-2], x.shape[-1])
+            x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
+            pos = resample_abs_pos_embed(self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
+                                         num_prefix_tokens=1)
+        else:
+            x = self.patch_embed(x)
+            pos = self.pos_embed
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        return x + pos
 
     @torch.jit.ignore
     def _run_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -385,6 +473,7 @@ class LearngenePool(nn.Module):
     model. Tensor names are the checkpoint's: ``members.<m>.…``, ``stitches.<front>-<end>.<window>.…``,
     ``transforms.<m>.<block|attn>.<position>.…``.
     """
+    __jit_unused_properties__ = ['_model_args']
 
     def __init__(
             self,
@@ -396,6 +485,7 @@ class LearngenePool(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             descendants: Optional[List[dict]] = None,
+            dynamic_img_size: bool = False,
     ):
         super().__init__()
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
@@ -404,6 +494,7 @@ class LearngenePool(nn.Module):
         self.in_chans = spec.in_chans
         self.global_pool = global_pool
         self.drop_rate = drop_rate
+        self.dynamic_img_size = bool(dynamic_img_size)
         self.metrics: Dict[str, Dict[str, float]] = descendant_metrics(descendants)
         self.members = nn.ModuleDict({m.name: Member(m, spec, drop_path_rate) for m in spec.members})
         self.stitches = nn.ModuleDict({
@@ -420,8 +511,9 @@ class LearngenePool(nn.Module):
             self.transforms.apply(_init_linear)
         else:
             self.transforms = None
-        # the largest member: the route forward takes by default
+        # the largest member alone: the route forward takes by default
         self.default_member = spec.members[-1].name
+        self.default_route: Route = ((self.default_member, 0, spec.members[-1].depth),)
         self.num_features = self.head_hidden_size = spec.members[-1].width
         self.grad_checkpointing = False
         self._views: Dict[Any, Descendant] = {}  # forward's descendant views, by route (not registered)
@@ -447,27 +539,21 @@ class LearngenePool(nn.Module):
         parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
                      blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
                      pool_keys=_pool_key_prefixes(spec, route))
-        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate, _parts=parts)
+        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate,
+                           dynamic_img_size=self.dynamic_img_size, _parts=parts)
         model.set_grad_checkpointing(self.grad_checkpointing)
+        cfg = getattr(self, 'pretrained_cfg', None)
+        if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing)
+            model.pretrained_cfg = model.default_cfg = dict(cfg)
         return model
 
     def forward_features(self, x: torch.Tensor, route=None) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x N x D`` normalised tokens of descendant ``route`` (default: the largest
         member alone, a plain ViT, so the pool is a timm model like any other)."""
-        if route is not None:
-            return self._view(route).forward_features(x)
-        m = self.members[self.default_member]
-        x = m.patch_embed(x)
-        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + m.pos_embed
-        for blk in m.blocks:
-            x = blk(x)
-        return m.norm(x)
+        return self._view(self.default_route if route is None else route).forward_features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False, route=None) -> torch.Tensor:
-        if route is not None:
-            return self._view(route).forward_head(x, pre_logits=pre_logits)
-        x = nn.functional.dropout(_pool_tokens(x, self.global_pool), self.drop_rate, self.training)
-        return x if pre_logits else self.members[self.default_member].head(x)
+        return self._view(self.default_route if route is None else route).forward_head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor, route=None) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route`` (a name, a route or a
@@ -475,9 +561,7 @@ class LearngenePool(nn.Module):
 
         The descendant view of each route is built once and kept: a training step looks it up instead of
         validating the route and building a module tree again."""
-        if route is None:
-            return self.forward_head(self.forward_features(x))
-        return self._view(route)(x)
+        return self._view(self.default_route if route is None else route)(x)
 
     def _view(self, route) -> 'Descendant':
         key = route.route if isinstance(route, DescendantInfo) else \
@@ -495,6 +579,28 @@ class LearngenePool(nn.Module):
 
     def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
         return {k: k for k in (self.state_dict() if keys is None else keys)}
+
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        """What ``timm.create_model`` recorded, as JSON that rebuilds this pool (timm's ``save_for_hf`` writes it
+        to config.json's ``model_args``): the spec as a dict, the descendant table, the format version."""
+        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec,
+                            descendants=[d.to_dict() for d in self.descendants])
+
+    @_model_args.setter
+    def _model_args(self, args: Dict[str, Any]) -> None:
+        self.__dict__['_recorded_args'] = dict(args)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size=None, patch_size=None) -> None:
+        """New input size (and patch size) for every member, as timm's ViT: position embeddings resampled to the
+        new grid (patch kernels too, for a new patch size). Square sizes only."""
+        spec = _resized_spec(self.pool_spec, img_size, patch_size)
+        for m in self.members.values():
+            m.pos_embed = _resized(m.patch_embed, m.pos_embed, spec.img_size, patch_size)
+        self.pool_spec = spec
+        self._drop_views()  # they hold the old position embeddings
+        update_model_input_size(self, (spec.img_size, spec.img_size))
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -564,7 +670,12 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         # the checkpoint's header is checked against the spec before anything is built, so a config that
         # describes a far larger pool than its weights file holds fails here, not after allocating it
         file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
-        check_pool_file(file, spec)
+        route = None
+        if descendant is not None:
+            built = _apply_overrides(spec, kwargs['num_classes'], kwargs['img_size'], kwargs['in_chans'])
+            route = descendant.route if isinstance(descendant, DescendantInfo) else \
+                find_descendant(built, descendant).route
+        check_weights_file(file, spec, route)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         if descendant is None:
             model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
