@@ -298,7 +298,13 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
         mapped = _MappedTensors(file)
         state = {}
         skipped = []
+        layout = _layout(f)
         for key, pool_key in key_map.items():
+            if pool_key not in available and layout == 'native':
+                raise CheckpointError(
+                    f'{file} has no tensor {pool_key!r}; a safetensors file without {META_FORMAT!r} metadata is read '
+                    f'as a timm export (save_for_hf) of this very model, under its own tensor names. Pool files are '
+                    f'written by timm_learngene.save_pool, single descendants by save_descendant')
             if pool_key not in available:
                 raise CheckpointError(
                     f'{file} has no tensor {pool_key!r} (needed for {key!r}); the checkpoint is incomplete')
