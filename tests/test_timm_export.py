@@ -14,7 +14,9 @@ from safetensors import safe_open
 from timm.models import push_to_hf_hub, save_for_hf
 from timm.data import resolve_data_config
 
-from timm_learngene import CheckpointError, load_pool, save_descendant, save_pool, update_pool_metrics
+from timm_learngene import (
+    CheckpointError, load_pool, save_descendant, save_pool, stage_for_hub, update_pool_metrics,
+)
 from timm_learngene.spec import DEIT_BASE_L6
 
 from conftest import IMG, tiny_spec
@@ -155,6 +157,8 @@ def test_save_descendant_errors(pool, tmp_path):
                           pretrained_cfg_overlay=dict(file=str(out)))
     with pytest.raises(CheckpointError, match='holds one descendant'):
         update_pool_metrics(out, {'s9': {'top1': 1.0}})
+    with pytest.raises(CheckpointError, match=r'holds one descendant \(s9\), not a pool; .*timm\.models\.push_to_hf_hub'):
+        stage_for_hub(out, 'org/s9', tmp_path / 'staged')
 
 
 def test_hub_download_of_exports_through_an_offline_cache(pool, x, tmp_path, hub_offline):

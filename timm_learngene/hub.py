@@ -75,6 +75,12 @@ def _validate_pool_folder(folder: Path) -> Dict[str, Any]:
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f'{folder / WEIGHTS_NAME} not found; a pool folder holds {CONFIG_NAME} and '
                               f'{WEIGHTS_NAME} (written by timm_learngene.save_pool)')
+    config = read_pool_config(folder)
+    if 'descendant' in config['model_args']:
+        raise CheckpointError(
+            f'{folder} holds one descendant ({config["model_args"]["descendant"]}), not a pool; push_to_hub uploads a '
+            f'whole pool with its model card. Upload a descendant with timm.models.push_to_hf_hub(model, repo_id, '
+            f'safe_serialization=True), or push the pool it came from')
     load_pool(folder)
     return json.loads((folder / CONFIG_NAME).read_text())
 
