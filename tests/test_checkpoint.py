@@ -373,7 +373,14 @@ def test_safetensors_without_pool_metadata(saved, tmp_path):
     path, pool = saved
     dst = _edit_config(path, tmp_path / 'plain', lambda c: None)
     save_file(load_file(path / 'model.safetensors'), dst / 'model.safetensors')
-    # without learngene metadata a file is read as a timm export of the model itself (its own tensor names)
+    # without learngene metadata a file is read as a timm export (save_for_hf) of the pool: a descendant still
+    # finds its tensors under the pool's names, unverified (no checksums)
+    m = timm.create_model(f'local-dir:{dst}', descendant='s3', pretrained=True).eval()
+    x = torch.randn(2, 3, IMG, IMG)
+    with torch.no_grad():
+        assert torch.equal(m(x), pool.eval()(x, 's3'))
+    # neither the model's own names nor the pool's: says how such a file is read
+    save_file({'x': torch.zeros(10 ** 6)}, dst / 'model.safetensors')  # big enough to pass the size check
     with pytest.raises(CheckpointError, match="has no tensor 'cls_token'; a safetensors file without "
                                               "'learngene_pool_format' metadata is read as a timm export"):
         timm.create_model(f'local-dir:{dst}', descendant='s3', pretrained=True)

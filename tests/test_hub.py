@@ -570,9 +570,10 @@ def test_hub_errors_over_http(published, hub_env):
     # timm's own hf-hub: path reaches the same version check in our entrypoint
     with pytest.raises(FormatVersionError, match='newer than the installed'):
         timm.create_model('hf-hub:org/newer', descendant='s3', pretrained=True)
-    # the weights of a registered name come from a repo that does not exist here
-    with pytest.raises(CheckpointError, match=r"'timm-learngene/learngene-pool-deit-base-l9' was not found"):
-        timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9))
+    # the weights of a registered name come from the repo its cfg names, here one that does not exist
+    with pytest.raises(CheckpointError, match=r"'org/absent-l9' was not found"):
+        timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9),
+                          pretrained_cfg_overlay=dict(hf_hub_id='org/absent-l9'))
     with pytest.raises(ValueError, match="names revision 'a' but revision='b'"):
         timm_learngene.load_from_hub('org/pool@a', revision='b')
     # a plain timm model from a repo that does not exist (an ancestry, an SN-Net anchor): one HubError, not a traceback
@@ -595,7 +596,8 @@ def test_no_network(pools, published, hub_env, monkeypatch):
     monkeypatch.setattr(hf_http, 'time', types.SimpleNamespace(sleep=lambda s: None))  # skip the retry back-off
     with pytest.raises(CheckpointError, match=r'not in the local cache and the Hub cannot be reached \(offline\?\); '
                                               r".*local-dir:PATH.*HF_ENDPOINT to a reachable mirror \(now http"):
-        timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6))
+        timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6),
+                          pretrained_cfg_overlay=dict(hf_hub_id=DEFAULT_REPO))
     with pytest.raises(CheckpointError, match=r"config\.json of Hub repo 'org/absent' .* cannot be reached"):
         timm_learngene.load_from_hub('org/absent', 's3')
     with torch.no_grad():

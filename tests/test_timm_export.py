@@ -77,7 +77,10 @@ def test_save_for_hf_pool_and_a_pool_view(pool, x, tmp_path):
     save_for_hf(view, tmp_path / 'v', safe_serialization=True)
     assert _keys(tmp_path / 'v') == set(view.state_dict())
     back_view = timm.create_model(f'local-dir:{tmp_path / "v"}', pretrained=True).eval()
+    # one descendant of the exported pool, read under the pool's names
+    one = timm.create_model(f'local-dir:{tmp_path / "p"}', descendant='s11', pretrained=True).eval()
     with torch.no_grad():
+        assert torch.equal(one(x), pool(x, 's11'))
         for name in ('s1', 's11', 's18'):
             assert torch.equal(back(x, name), pool(x, name))
         assert torch.equal(back(x), pool(x))

@@ -293,6 +293,12 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
                     f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
         else:  # a standalone descendant's or a timm export's file: the model's own tensor names
             key_map = {k: k for k in target}
+            names = set(f.keys())
+            if _layout(f) == 'native' and not names.issuperset(key_map):
+                # a timm export of a whole pool, read by one of its descendants: the pool's names
+                pool_map = model.pool_key_map(target)
+                if len(pool_map) == len(target) and names.issuperset(pool_map.values()):
+                    key_map = pool_map
         available = set(f.keys())
         checksums = _checksums(f, file)
         mapped = _MappedTensors(file)
@@ -461,7 +467,7 @@ def check_pool_file(file: Union[str, Path], spec: PoolSpec) -> PoolSpec:
     file = Path(file)
     with _open(file) as f:
         if _layout(f) != 'pool':
-            raise CheckpointError(f'{file} is not a whole pool\'s checkpoint (no {META_FORMAT!r} metadata, or a '
+            raise CheckpointError(f'{file} is not a learngene pool checkpoint (no {META_FORMAT!r} metadata, or a '
                                   f'single descendant\'s); save pools with timm_learngene.save_pool')
         return _fitting_spec(f, file, spec)
 
