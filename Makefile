@@ -23,6 +23,20 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) timm-tests TIMM_MODELS='$(TIMM_CI_MODELS)' TIMM_ARGS="$(TIMM_CI_ARGS)"
+
+# timm's own tests/test_models.py (sdist of the installed timm, fetched once from the package index and cached)
+# over the learngene models; README "timm's own tests". `make timm-tests` runs every test over every learngene model
+# (~47 models, long); `make test` runs TIMM_CI_MODELS, the issue's sample rule on the smallest registered pool
+# (deit_base_l6: the whole pool and its smallest, middle and largest descendants; 1-2 min on 2 cores), without
+# test_prune_intermediate_layers_contract (timm's own file marks it slow and keeps it out of timm's CI).
+TIMM_MODELS ?= learngene_pool*
+TIMM_ARGS ?=
+TIMM_CI_MODELS ?= learngene_pool,learngene_pool_s1,learngene_pool_s9,learngene_pool_s18
+TIMM_CI_ARGS ?= -k 'not test_prune_intermediate_layers_contract'
+.PHONY: timm-tests
+timm-tests: venv
+	tests/timm_upstream/run.sh $(PY) '$(TIMM_MODELS)' $(TIMM_ARGS)
 
 # The main job: Fashion-MNIST (fetched from Debian's package or the web if missing), ancestry -> distill ->
 # finetune -> evaluate -> report in out/$(PRESET)/report/.

@@ -558,8 +558,11 @@ def test_pull_revisions_and_cache_dir(pools, published, hub_env, tmp_path):
 
 @pytest.mark.slow
 def test_registered_name_uses_default_repo(pools, published, hub_env):
+    # no pool is published yet, so the registered cfgs name no repo (README "Pretrained weights"); once one is, its
+    # cfg gets the hf_hub_id that the overlay gives here
     x = _images()
-    model = timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6)).eval()
+    model = timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6),
+                              pretrained_cfg_overlay=dict(hf_hub_id=DEFAULT_REPO)).eval()
     assert model.pretrained_cfg['hf_hub_id'] == DEFAULT_REPO
     with torch.no_grad():
         assert torch.equal(model(x), pools['A'][1](x, 's3'))
@@ -577,9 +580,10 @@ def test_hub_errors_over_http(published, hub_env):
     # timm's own hf-hub: path reaches the same version check in our entrypoint
     with pytest.raises(FormatVersionError, match='newer than the installed'):
         timm.create_model('hf-hub:org/newer', descendant='s3', pretrained=True)
-    # the weights of a registered name come from a repo that does not exist here
-    with pytest.raises(CheckpointError, match=r"'timm-learngene/learngene-pool-deit-base-l9' was not found"):
-        timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9))
+    # the weights of a registered name come from the repo its cfg names, here one that does not exist
+    with pytest.raises(CheckpointError, match=r"'org/absent-l9' was not found"):
+        timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9),
+                          pretrained_cfg_overlay=dict(hf_hub_id='org/absent-l9'))
     with pytest.raises(ValueError, match="names revision 'a' but revision='b'"):
         timm_learngene.load_from_hub('org/pool@a', revision='b')
     # a plain timm model from a repo that does not exist (an ancestry, an SN-Net anchor): one HubError, not a traceback
@@ -602,7 +606,8 @@ def test_no_network(pools, published, hub_env, monkeypatch):
     monkeypatch.setattr(hf_http, 'time', types.SimpleNamespace(sleep=lambda s: None))  # skip the retry back-off
     with pytest.raises(CheckpointError, match=r'not in the local cache and the Hub cannot be reached \(offline\?\); '
                                               r".*local-dir:PATH.*HF_ENDPOINT to a reachable mirror \(now http"):
-        timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6))
+        timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6),
+                          pretrained_cfg_overlay=dict(hf_hub_id=DEFAULT_REPO))
     with pytest.raises(CheckpointError, match=r"config\.json of Hub repo 'org/absent' .* cannot be reached"):
         timm_learngene.load_from_hub('org/absent', 's3')
     with torch.no_grad():
@@ -642,7 +647,8 @@ x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 out, errors = {}, {}
 with torch.no_grad():
     out['hf_hub'] = timm.create_model('hf-hub:org/pool', descendant='s3', pretrained=True).eval()(x)
-    out['registered'] = timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6)).eval()(x)
+    out['registered'] = timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6),
+                                          pretrained_cfg_overlay=dict(hf_hub_id=sys.argv[4])).eval()(x)
 try:
     timm_learngene.load_from_hub('org/absent', 's3')
 except timm_learngene.CheckpointError as e:
@@ -682,7 +688,8 @@ def test_offline_from_hand_made_cache(pools, published, olah, tmp_path):
     _hand_made_cache(tmp_path / 'cache', DEFAULT_REPO, staged)
     before = len(olah.requests())
     r = subprocess.run([sys.executable, '-c', _CHILD, str(TESTS), str(tmp_path / 'out.safetensors'),
-                        str(tmp_path / 'errors.json')], env=env, capture_output=True, text=True, timeout=180)
+                        str(tmp_path / 'errors.json'), DEFAULT_REPO], env=env, capture_output=True, text=True,
+                       timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     out = load_file(tmp_path / 'out.safetensors')
     errors = json.loads((tmp_path / 'errors.json').read_text())

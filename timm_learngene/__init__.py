@@ -12,7 +12,9 @@ from .spec import (
 )
 from .pool_file import FORMAT_VERSION, descendant_table
 from .models import Descendant, LearngenePool, Member
-from .checkpoint import load_pool, load_pool_weights, read_pool_config, save_pool, update_pool_metrics
+from .checkpoint import (
+    load_pool, load_pool_weights, read_pool_config, save_descendant, save_pool, update_pool_metrics,
+)
 from .select import BudgetError, select
 
 __all__ = [
@@ -20,7 +22,8 @@ __all__ = [
     'UnknownDescendantError', 'DescendantInfo', 'DistillSpec', 'MemberSpec', 'PoolSpec', 'enumerate_descendants',
     'get_pool_spec', 'list_pool_specs', 'pool_params', 'register_pool_spec', 'route_name', 'validate_route',
     'Descendant', 'LearngenePool', 'Member', 'FORMAT_VERSION', 'load_pool', 'load_pool_weights',
-    'read_pool_config', 'save_pool', 'update_pool_metrics', 'BudgetError', 'select', 'descendant_table',
+    'read_pool_config', 'save_descendant', 'save_pool', 'update_pool_metrics', 'BudgetError', 'select',
+    'descendant_table',
 ]
 from .hub import load_from_hub, push_to_hub, stage_for_hub
 

@@ -21,7 +21,7 @@ from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
 from .errors import CheckpointError
 from .logs import get_logger
 from .model_card import PARETO_NAME, render_model_card, render_pareto
-from .pool_file import download_pool_file, read_pool_config, split_revision
+from .pool_file import check_pool_file, download_pool_file, read_pool_config, split_revision
 from .version import __version__
 
 __all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES']
@@ -75,6 +75,13 @@ def _validate_pool_folder(folder: Path) -> Dict[str, Any]:
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f'{folder / WEIGHTS_NAME} not found; a pool folder holds {CONFIG_NAME} and '
                               f'{WEIGHTS_NAME} (written by timm_learngene.save_pool)')
+    config = read_pool_config(folder)
+    if 'descendant' in config['model_args']:
+        raise CheckpointError(
+            f'{folder} holds one descendant ({config["model_args"]["descendant"]}), not a pool; push_to_hub uploads a '
+            f'whole pool with its model card. Upload a descendant with timm.models.push_to_hf_hub(model, repo_id, '
+            f'safe_serialization=True), or push the pool it came from')
+    check_pool_file(folder / WEIGHTS_NAME, config['model_args']['pool'])  # save_pool's file: metadata, checksums
     load_pool(folder)
     return json.loads((folder / CONFIG_NAME).read_text())
 

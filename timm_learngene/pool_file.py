@@ -19,7 +19,9 @@ memory than the file itself backs.
 """
 import dataclasses
 import json
+import math
 import mmap
+import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -32,14 +34,14 @@ from timm.models import PretrainedCfg
 from .checksum import checksum, checksum_bytes
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
 from .logs import get_logger
-from .spec import DescendantInfo, PoolSpec, enumerate_descendants, pool_params
+from .spec import DescendantInfo, PoolSpec, Route, enumerate_descendants, pool_params, route_params
 from .version import __version__
 
 __all__ = [
     'FORMAT_VERSION', 'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES', 'check_format_version', 'checksum',
     'checksum_bytes', 'read_pool_config', 'check_model_args', 'check_pretrained_cfg', 'descendant_metrics',
     'descendant_table', 'pool_weights_file', 'download_pool_file', 'split_revision', 'check_pool_file',
-    'load_pool_weights',
+    'check_weights_file', 'load_pool_weights', 'is_learngene_architecture',
 ]
 
 _logger = get_logger(__name__)
@@ -50,10 +52,18 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
 ARCHITECTURES = ('learngene_pool', 'learngene_pool_l9')
+# a config.json's architecture: a whole pool, or a registered descendant (what timm's save_for_hf writes for a model
+# made by that name); model_args.pool says which pool either way
+_ARCHITECTURE = re.compile(r'learngene_pool(_l9)?(_s[1-9][0-9]*)?')
 META_FORMAT = 'learngene_pool_format'
 META_SPEC = 'learngene_pool_spec'
 META_CHECKSUMS = 'learngene_pool_sum64'  # JSON {tensor name: hex checksum, see checksum}; absent in older files
-MODEL_ARGS = ('format_version', 'pool', 'descendants')
+# a standalone descendant's file (save_descendant): JSON {"name": "s3", "route": [[member, first, end], ...]}
+META_DESCENDANT = 'learngene_descendant'
+# what a config.json's model_args may hold: every keyword the learngene entrypoints take that is data (save_pool
+# writes the first three; timm's save_for_hf also records the factory kwargs and current model traits)
+MODEL_ARGS = ('format_version', 'pool', 'descendants', 'descendant', 'num_classes', 'in_chans', 'img_size',
+              'global_pool', 'dynamic_img_size', 'drop_rate', 'drop_path_rate')
 # the fields of a descendant entry in config.json that describe its structure (recomputed from the spec); every
 # other numeric field is a measured value (top1, img_s, ...)
 _STRUCTURE = ('name', 'route', 'label', 'params', 'gmacs')
@@ -104,10 +114,10 @@ def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
     if not isinstance(config, dict):
         raise CheckpointError(f'{cfg_file} must hold a JSON object, got {type(config).__name__}')
     arch = config.get('architecture')
-    if arch not in ARCHITECTURES:
+    if not is_learngene_architecture(arch):
         raise CheckpointError(
-            f'{cfg_file} describes architecture {arch!r}, not a learngene pool ({", ".join(ARCHITECTURES)}); '
-            f'load it with timm.create_model directly')
+            f'{cfg_file} describes architecture {arch!r}, not a learngene pool ({", ".join(ARCHITECTURES)}) or '
+            f'descendant (learngene_pool_sN); load it with timm.create_model directly')
     check_model_args(config.get('model_args'), str(cfg_file))
     for key in ('num_classes', 'num_features'):
         if key in config and not _is_int(config[key]):
@@ -143,8 +153,31 @@ def _parse_json(source: Union[Path, str], what: str):
         raise CheckpointError(f'{what} is not readable JSON ({reason}); the pool folder is damaged') from None
 
 
+def is_learngene_architecture(name: Any) -> bool:
+    """Whether a config.json's ``architecture`` names a learngene model (a pool or a registered descendant)."""
+    return isinstance(name, str) and _ARCHITECTURE.fullmatch(name) is not None
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_size(v) -> bool:
+    return (_is_int(v) and v > 0) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0
+                                                                                           for x in v))
+
+
+# the kinds of the optional model_args (the spec and the descendant list are checked where they are read)
+_ARG_CHECKS = {
+    'descendant': (lambda v: isinstance(v, str) or isinstance(v, list), 'a descendant name such as "s3" or a route'),
+    'num_classes': (lambda v: _is_int(v) and v >= 0, 'a non-negative integer'),
+    'in_chans': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
+    'img_size': (_is_size, 'a positive integer or [height, width]'),
+    'global_pool': (lambda v: isinstance(v, str), 'a string'),
+    'dynamic_img_size': (lambda v: isinstance(v, bool), 'true or false'),
+    'drop_rate': (lambda v: _is_number(v), 'a number'),
+    'drop_path_rate': (lambda v: _is_number(v), 'a number'),
+}
 
 
 def check_model_args(args: Any, where: str) -> None:
@@ -155,6 +188,9 @@ def check_model_args(args: Any, where: str) -> None:
     unknown = sorted(set(args) - set(MODEL_ARGS))
     if unknown:
         raise CheckpointError(f'{where}: unknown model_args {unknown}; a pool config holds only {list(MODEL_ARGS)}')
+    for key, (ok, kind) in _ARG_CHECKS.items():
+        if key in args and not ok(args[key]):
+            raise CheckpointError(f'{where}: model_args.{key} must be {kind}, got {args[key]!r}')
     check_format_version(args.get('format_version'))
     descendants = args.get('descendants', [])
     if not isinstance(descendants, list) or not all(isinstance(d, dict) for d in descendants):
@@ -178,8 +214,8 @@ _CFG_CHECKS = {
     'crop_pct': (lambda v: _is_number(v) and 0 < v <= 4, 'a number in (0, 4]'),
     'interpolation': (lambda v: isinstance(v, str), 'a string'),
     'pool_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_int(x) for x in v)), 'null or integers'),
-    'first_conv': (lambda v: v is None or isinstance(v, str), 'a string'),
-    'classifier': (lambda v: v is None or isinstance(v, str), 'a string'),
+    'first_conv': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
+    'classifier': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
 }
 
 
@@ -208,6 +244,11 @@ def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path
     if file:
         p = Path(file)
         if p.is_dir():
+            if not (p / WEIGHTS_NAME).is_file() and (p / 'pytorch_model.bin').is_file():
+                raise CheckpointError(
+                    f'{p} holds pytorch_model.bin (a pickle, which timm_learngene never loads) and no {WEIGHTS_NAME}; '
+                    f'save it again with timm.models.save_for_hf(model, dir, safe_serialization=True) or '
+                    f'timm_learngene.save_pool / save_descendant')
             p = p / WEIGHTS_NAME
         if not p.is_file():
             raise CheckpointError(f'pool weights {p} not found; pass the model.safetensors of a pool saved with '
@@ -216,8 +257,10 @@ def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path
     repo = pretrained_cfg.get('hf_hub_id')
     if repo:
         return download_pool_file(repo, WEIGHTS_NAME, cache_dir=cache_dir)
-    raise CheckpointError('no pool weights to load: the pretrained cfg names neither a file nor a Hub repo; '
-                          "pass pretrained_cfg_overlay=dict(file='…/model.safetensors') or use 'local-dir:…'")
+    raise CheckpointError('no pool weights to load: no learngene pool is published yet, and the pretrained cfg '
+                          'names neither a file nor a Hub repo; build a pool (recipes/distill.py, or make demo) and '
+                          "load it with timm.create_model('local-dir:POOL_DIR', pretrained=True) or "
+                          "'hf-hub:ORG/REPO', or pass pretrained_cfg_overlay=dict(file='…/model.safetensors')")
 
 
 def _open(file: Path):
@@ -239,31 +282,46 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
     """
     file = Path(file) if file is not None else pool_weights_file(pretrained_cfg, cache_dir=cache_dir)
     target = model.state_dict(keep_vars=True)  # one walk: names -> the model's own parameters and buffers
-    key_map = model.pool_key_map(target)
-    unmapped = [k for k in target if k not in key_map]
-    if unmapped:
-        raise CheckpointError(f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
     spec = model.pool_spec
     with _open(file) as f:  # safetensors checks the header: offsets in order, within the file
-        saved = _fitting_spec(f, file, spec)
+        saved = _fitting_spec(f, file, spec, getattr(model, 'route', None))
+        if _layout(f) == 'pool':
+            key_map = model.pool_key_map(target)
+            unmapped = [k for k in target if k not in key_map]
+            if unmapped:
+                raise CheckpointError(
+                    f'{type(model).__name__} has tensors with no place in a pool checkpoint: {unmapped}')
+        else:  # a standalone descendant's or a timm export's file: the model's own tensor names
+            key_map = {k: k for k in target}
+            names = set(f.keys())
+            if _layout(f) == 'native' and not names.issuperset(key_map):
+                # a timm export of a whole pool, read by one of its descendants: the pool's names
+                pool_map = model.pool_key_map(target)
+                if len(pool_map) == len(target) and names.issuperset(pool_map.values()):
+                    key_map = pool_map
         available = set(f.keys())
         checksums = _checksums(f, file)
         mapped = _MappedTensors(file)
         state = {}
         skipped = []
+        layout = _layout(f)
         for key, pool_key in key_map.items():
+            if pool_key not in available and layout == 'native':
+                raise CheckpointError(
+                    f'{file} has no tensor {pool_key!r}; a safetensors file without {META_FORMAT!r} metadata is read '
+                    f'as a timm export (save_for_hf) of this very model, under its own tensor names. Pool files are '
+                    f'written by timm_learngene.save_pool, single descendants by save_descendant')
             if pool_key not in available:
                 raise CheckpointError(
                     f'{file} has no tensor {pool_key!r} (needed for {key!r}); the checkpoint is incomplete')
-            if _is_head(pool_key) and saved.num_classes != spec.num_classes:
+            want = tuple(target[key].shape)
+            if _is_head(pool_key) and (saved.num_classes != spec.num_classes if saved is not None
+                                       else tuple(mapped.shape(pool_key)) != want):
                 skipped.append(key)
                 continue
             t = mapped[pool_key]
-            want = tuple(target[key].shape)
-            if pool_key.endswith('pos_embed') and t.shape != want and saved.img_size != spec.img_size:
-                g = saved.img_size // saved.patch_size
-                t = resample_abs_pos_embed(t, new_size=[spec.img_size // spec.patch_size] * 2, old_size=[g, g],
-                                           num_prefix_tokens=1)
+            if pool_key.endswith('pos_embed') and t.shape != want and t.ndim == 3 and len(want) == 3:
+                t = _resampled_pos_embed(t, want)
             if tuple(t.shape) != want:
                 raise CheckpointError(
                     f'{file}: tensor {pool_key!r} has shape {list(t.shape)} but the model expects {list(want)} '
@@ -276,8 +334,17 @@ def load_pool_weights(model: torch.nn.Module, pretrained_cfg: Mapping[str, Any],
         for key, t in state.items():
             target[key].copy_(t)
     if skipped:
-        _logger.info(f'{file}: heads for {saved.num_classes} classes not loaded into a {spec.num_classes}-class '
+        _logger.info(f'{file}: heads for another number of classes not loaded into a {spec.num_classes}-class '
                      f'model: {skipped}')
+
+
+def _resampled_pos_embed(t: torch.Tensor, want: Tuple[int, ...]) -> torch.Tensor:
+    """A ``1 x (1 + g*g) x D`` position embedding resampled to the square grid of ``want`` (another image size);
+    returned unchanged when either is not a class token plus a square grid (the shape check then reports it)."""
+    g_old, g_new = math.isqrt(t.shape[1] - 1), math.isqrt(want[1] - 1)
+    if g_old * g_old != t.shape[1] - 1 or g_new * g_new != want[1] - 1 or t.shape[2] != want[2]:
+        return t
+    return resample_abs_pos_embed(t, new_size=[g_new, g_new], old_size=[g_old, g_old], num_prefix_tokens=1)
 
 
 _ST_DTYPES = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16, 'F64': torch.float64,
@@ -311,6 +378,10 @@ class _MappedTensors:
             torch.empty(0, dtype=torch.uint8)
         return t.view(dtype).reshape(info['shape'])
 
+    def shape(self, key: str) -> List[int]:
+        info = self.header.get(key)
+        return list(info['shape']) if isinstance(info, dict) and isinstance(info.get('shape'), list) else []
+
     def checksum(self, key: str) -> str:
         """:func:`checksum` of a tensor's bytes, summed straight from the map."""
         a, b = self.header[key]['data_offsets']
@@ -332,13 +403,42 @@ def _saved_spec(f, file: Path) -> PoolSpec:
         spec = PoolSpec.from_dict(_parse_json(meta[META_SPEC], what=f'{file}: the pool spec in its metadata'))
     except PoolSpecError as e:
         raise CheckpointError(f'{file}: the pool spec in its metadata is invalid ({e})') from None
-    sizes = pool_params(spec)
-    smallest = 2 * (sizes['pool'] + sizes['transforms'])  # every stored tensor in bf16/fp16 at the least
+    if META_DESCENDANT not in meta:
+        sizes = pool_params(spec)
+        _check_size(file, 2 * (sizes['pool'] + sizes['transforms']), f'the pool {spec.name!r} its metadata describes')
+    return spec
+
+
+def _check_size(file: Path, smallest: int, what: str) -> None:
+    """A file must hold at least ``smallest`` bytes (every tensor in bf16/fp16 at the least) before a model that
+    size is built for it: a hostile config cannot make the loader allocate more memory than the file backs."""
     size = Path(file).stat().st_size
     if size < smallest:
-        raise CheckpointError(f'{file} is {size:,} bytes, too small for the pool {spec.name!r} its metadata '
-                              f'describes (at least {smallest:,}); the file is truncated or its metadata is wrong')
-    return spec
+        raise CheckpointError(f'{file} is {size:,} bytes, too small for {what} (at least {smallest:,}); the file is '
+                              f'truncated or its metadata is wrong')
+
+
+def _layout(f) -> str:
+    """``pool`` (save_pool: the pool's tensor names), ``descendant`` (save_descendant: one descendant's own names)
+    or ``native`` (a timm export, ``save_for_hf``: the model's own names, no learngene metadata)."""
+    meta = f.metadata() or {}
+    if META_DESCENDANT in meta:
+        return 'descendant'
+    return 'pool' if META_FORMAT in meta or META_SPEC in meta else 'native'
+
+
+def _saved_route(f, file: Path) -> Tuple[str, Route]:
+    d = _parse_json(f.metadata()[META_DESCENDANT], what=f'{file}: the descendant in its metadata')
+    try:
+        name, route = d['name'], tuple((str(m), int(a), int(b)) for m, a, b in d['route'])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f'{file}: the descendant in its metadata is unreadable ({d!r:.80}); the file is '
+                              f'damaged') from None
+    return name, route
+
+
+def _head_params(spec: PoolSpec, width: int) -> int:
+    return width * spec.num_classes + spec.num_classes
 
 
 def _checksums(f, file: Path) -> Dict[str, str]:
@@ -366,21 +466,60 @@ def check_pool_file(file: Union[str, Path], spec: PoolSpec) -> PoolSpec:
     ``spec``; returns the spec recorded in the file. Nothing is allocated for the tensors."""
     file = Path(file)
     with _open(file) as f:
+        if _layout(f) != 'pool':
+            raise CheckpointError(f'{file} is not a learngene pool checkpoint (no {META_FORMAT!r} metadata, or a '
+                                  f'single descendant\'s); save pools with timm_learngene.save_pool')
         return _fitting_spec(f, file, spec)
 
 
-def _fitting_spec(f, file: Path, spec: PoolSpec) -> PoolSpec:
+def check_weights_file(file: Union[str, Path], spec: PoolSpec, route: Optional[Route] = None) -> Optional[PoolSpec]:
+    """Check, from the header alone, that ``file`` can fill a model built for ``spec``: the whole pool
+    (``route`` None) or the descendant running ``route``. Returns the spec recorded in the file (None for a timm
+    export, which records none). Any of the three layouts: a pool file (save_pool), a standalone descendant's
+    (save_descendant), a timm export of either (save_for_hf). Nothing is allocated for the tensors."""
+    file = Path(file)
+    with _open(file) as f:
+        saved = _fitting_spec(f, file, spec, route)
+        if saved is None:  # a timm export: at least the bytes of every tensor but the heads
+            if route is None:
+                sizes = pool_params(spec)
+                n = sizes['pool'] + sizes['transforms'] - sum(_head_params(spec, m.width) for m in spec.members)
+            else:
+                n = route_params(spec, route) - _head_params(spec, spec.member(route[-1][0]).width)
+            _check_size(file, 2 * n, f'the model its config.json describes ({spec.name!r})')
+        return saved
+
+
+def _fitting_spec(f, file: Path, spec: PoolSpec, route: Optional[Route] = None) -> Optional[PoolSpec]:
+    """The spec recorded in an open weights file, checked to fit ``spec`` and, for a standalone descendant's file,
+    to hold the descendant ``route`` (None: the whole pool). None for a timm export (no learngene metadata)."""
+    layout = _layout(f)
+    if layout == 'native':
+        return None
     saved = _saved_spec(f, file)
     diff = saved.same_weights_as(spec)
     if diff:
         raise CheckpointError(f'{file} holds pool {saved.name!r}, which does not fit the model built for pool '
                               f'{spec.name!r}: {diff}')
+    if layout == 'descendant':
+        name, saved_route = _saved_route(f, file)
+        if route is None:
+            raise CheckpointError(f'{file} holds only descendant {name} of pool {saved.name!r}, not the whole pool; '
+                                  f'load it as that descendant (the folder\'s config.json does so), or load the '
+                                  f'pool\'s own folder')
+        if tuple(route) != saved_route:
+            raise CheckpointError(f'{file} holds only descendant {name} of pool {saved.name!r} (route '
+                                  f'{[list(s) for s in saved_route]}), not the descendant asked for (route '
+                                  f'{[list(s) for s in route]}); load it without descendant=, or load the whole pool')
+        head = _head_params(saved, saved.member(saved_route[-1][0]).width)
+        _check_size(file, 2 * (route_params(saved, saved_route) - head), f'descendant {name} of {saved.name!r}')
     return saved
 
 
 def _is_head(pool_key: str) -> bool:
+    """A classifier tensor: ``members.<m>.head.…`` in a pool's names, ``head.…`` in a descendant's."""
     parts = pool_key.split('.')
-    return len(parts) >= 3 and parts[0] == 'members' and parts[2] == 'head'
+    return parts[0] == 'head' or (len(parts) >= 3 and parts[0] == 'members' and parts[2] == 'head')
 
 
 def split_revision(repo_id: str, revision: Optional[str] = None) -> Tuple[str, Optional[str]]:

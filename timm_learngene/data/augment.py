@@ -9,14 +9,14 @@ around them.
    posterize Pillow accepts; no other op and no other magnitude changes.
 2. **Which transform failed, on which image**: see :mod:`.transform_errors`.
 """
-from typing import Any, Callable, List, Mapping, Tuple
+from typing import Dict, Any, Callable, List, Mapping, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.auto_augment import AugMixAugment, AugmentOp, AutoAugment, RandAugment
 
 from .fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
-__all__ = ['build_transform', 'dataset_stats', 'guard_posterize', 'ToChannels', 'POSTERIZE_OPS']
+__all__ = ['build_transform', 'eval_data_config', 'dataset_stats', 'guard_posterize', 'ToChannels', 'POSTERIZE_OPS']
 
 POSTERIZE_OPS = ('Posterize', 'PosterizeIncreasing', 'PosterizeOriginal')
 
@@ -28,6 +28,17 @@ def dataset_stats(name: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     return IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
+def eval_data_config(cfg: Mapping[str, Any], img_size: int, in_chans: int) -> Dict[str, Any]:
+    """The evaluation preprocessing of a recipe as timm's data config (``mean``, ``std``, ``crop_pct``,
+    ``interpolation``, ``input_size``): saved in a pool's pretrained_cfg, so that
+    ``create_transform(**resolve_data_config(model=m))`` is the transform the recipe evaluated with."""
+    mean, std = dataset_stats(cfg.get('dataset', 'synthetic'))
+    if len(mean) != in_chans:
+        mean, std = (mean * in_chans)[:in_chans], (std * in_chans)[:in_chans]
+    return dict(mean=tuple(mean), std=tuple(std), crop_pct=cfg.get('crop_pct', 0.875),
+                interpolation=cfg.get('interpolation', 'bicubic'), input_size=(in_chans, img_size, img_size))
+
+
 def build_transform(cfg: Mapping[str, Any], img_size: int, in_chans: int, augment: bool) -> Callable:
     """The transform a recipe applies to a PIL image: training augmentation (``augment``) or evaluation
     resize + crop, normalised with the dataset's mean/std, converting the image to ``in_chans`` channels first.
@@ -35,10 +46,8 @@ def build_transform(cfg: Mapping[str, Any], img_size: int, in_chans: int, augmen
     Config keys used: ``dataset``, ``aug_scale``, ``hflip``, ``color_jitter``, ``auto_augment``, ``re_prob``,
     ``crop_pct``, ``interpolation``. Posterize ops keep at least one bit (:func:`guard_posterize`).
     """
-    mean, std = dataset_stats(cfg.get('dataset', 'synthetic'))
-    if len(mean) != in_chans:
-        mean, std = (mean * in_chans)[:in_chans], (std * in_chans)[:in_chans]
-    interpolation = cfg.get('interpolation', 'bicubic')
+    data = eval_data_config(cfg, img_size, in_chans)
+    mean, std, interpolation = data['mean'], data['std'], data['interpolation']
     if augment:
         tf = create_transform(
             img_size, is_training=True, scale=tuple(cfg.get('aug_scale') or (0.08, 1.0)),
@@ -47,7 +56,7 @@ def build_transform(cfg: Mapping[str, Any], img_size: int, in_chans: int, augmen
             re_prob=cfg.get('re_prob', 0.0), mean=mean, std=std)
         guard_posterize(tf)
     else:
-        tf = create_transform(img_size, is_training=False, crop_pct=cfg.get('crop_pct', 0.875),
+        tf = create_transform(img_size, is_training=False, crop_pct=data['crop_pct'],
                               interpolation=interpolation, mean=mean, std=std)
     return ToChannels(tf, in_chans)
 

@@ -9,6 +9,7 @@ timm ViT's weights key for key. A :class:`Descendant` is a plain timm-style ViT 
 per stitch; :meth:`LearngenePool.descendant` returns one that shares the pool's modules, and the pool's
 ``forward(x, route)`` runs exactly that module, so a standalone descendant and the pool agree bit for bit.
 """
+import contextlib
 from functools import partial
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -17,14 +18,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import Block
 
 from ..errors import PoolSpecError
 from ..pool_file import (
-    FORMAT_VERSION, check_format_version, check_model_args, check_pool_file, check_pretrained_cfg,
+    FORMAT_VERSION, check_format_version, check_model_args, check_pretrained_cfg, check_weights_file,
     descendant_metrics, load_pool_weights, pool_weights_file,
 )
 from ..spec import (
@@ -47,11 +49,40 @@ def _block(m: MemberSpec, drop_path: float = 0.) -> Block:
                  norm_layer=_norm_layer)
 
 
+def _drop_path_rates(rate: float, depth: int) -> List[float]:
+    """``torch.linspace(0, rate, depth)`` in plain Python: a tensor op would fail under ``torch.device('meta')``."""
+    return [rate * i / (depth - 1) if depth > 1 else 0. for i in range(depth)]
+
+
 def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def _check_global_pool(global_pool: str) -> None:
+    if global_pool not in ('token', 'avg', ''):
+        raise ValueError(f"global_pool must be 'token', 'avg' or '' (no pooling: every token), got {global_pool!r}")
+
+
+def _pool_tokens(x: torch.Tensor, global_pool: str) -> torch.Tensor:
+    if global_pool == 'avg':
+        return x[:, 1:].mean(dim=1)
+    if global_pool == 'token':
+        return x[:, 0]
+    return x
+
+
+def _new_head(width: int, num_classes: int, ref: torch.Tensor, training: bool) -> nn.Module:
+    """A fresh classifier on the device and in the dtype of ``ref`` (the model's own parameters), in the model's
+    train/eval mode."""
+    if num_classes <= 0:
+        return nn.Identity().train(training)
+    head = nn.Linear(width, num_classes, device=ref.device, dtype=ref.dtype)
+    if ref.device.type != 'meta':
+        head.apply(_init_linear)
+    return head.train(training)
 
 
 def _resolve_img_size(img_size) -> Optional[int]:
@@ -61,6 +92,44 @@ def _resolve_img_size(img_size) -> Optional[int]:
     if h != w:
         raise PoolSpecError(f'learngene pools take square images; got img_size={tuple(img_size)}')
     return int(h)
+
+
+def _resized(patch_embed: PatchEmbed, pos_embed: nn.Parameter, img_size, patch_size) -> nn.Parameter:
+    """Resize ``patch_embed`` in place (timm's PatchEmbed.set_input_size) and return ``pos_embed`` resampled to
+    its new grid (the same parameter when the grid did not change), keeping its requires_grad."""
+    prev = patch_embed.grid_size
+    patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
+    if patch_embed.grid_size == prev:
+        return pos_embed
+    with torch.no_grad():
+        new = resample_abs_pos_embed(pos_embed, new_size=patch_embed.grid_size, old_size=prev, num_prefix_tokens=1)
+    return nn.Parameter(new, requires_grad=pos_embed.requires_grad)
+
+
+def _resized_spec(spec: PoolSpec, img_size, patch_size) -> PoolSpec:
+    """The spec after ``set_input_size`` (validated before anything changes: square, patch divides image)."""
+    img = _resolve_img_size(img_size) if img_size is not None else spec.img_size
+    if patch_size is not None:
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        if ph != pw:
+            raise PoolSpecError(f'learngene pools take square patches; got patch_size={tuple(patch_size)}')
+        patch = int(ph)
+    else:
+        patch = spec.patch_size
+    return spec.replace(img_size=img, patch_size=patch)
+
+
+# create_model's keyword arguments that the pool spec in model_args already records (set_input_size records
+# patch_size, which no entrypoint takes: the spec holds it)
+_SPEC_ARGS = ('pool', 'patch_size')
+
+
+def _export_args(recorded: Dict[str, Any], spec: PoolSpec, **extra) -> Dict[str, Any]:
+    """A model's reconstruction arguments as JSON (what timm's save_for_hf writes to config.json's model_args):
+    the factory's recorded kwargs, with the pool spec as its dict and the format version."""
+    args = {k: v for k, v in recorded.items() if k not in _SPEC_ARGS}
+    args.update(pool=spec.to_dict(), format_version=FORMAT_VERSION, **extra)
+    return args
 
 
 def _apply_overrides(spec: PoolSpec, num_classes=None, img_size=None, in_chans=None) -> PoolSpec:
@@ -79,7 +148,7 @@ class Member(nn.Module):
         self.patch_embed = PatchEmbed(spec.img_size, spec.patch_size, spec.in_chans, m.width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, m.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.num_tokens, m.width))
-        dpr = torch.linspace(0, drop_path_rate, m.depth).tolist()
+        dpr = _drop_path_rates(drop_path_rate, m.depth)
         self.blocks = nn.ModuleList([_block(m, dpr[i]) for i in range(m.depth)])
         self.norm = _norm_layer(m.width)
         self.head = nn.Linear(m.width, spec.num_classes) if spec.num_classes else nn.Identity()
@@ -94,6 +163,7 @@ class Descendant(nn.Module):
     Build one with ``timm.create_model('learngene_pool_s3')`` (fresh modules) or :meth:`LearngenePool.descendant`
     (modules shared with the pool). Speaks timm's model API.
     """
+    __jit_unused_properties__ = ['_model_args']
 
     def __init__(
             self,
@@ -106,11 +176,11 @@ class Descendant(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             descendants: Optional[List[dict]] = None,
+            dynamic_img_size: bool = False,
             _parts: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
-        if global_pool not in ('token', 'avg'):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        _check_global_pool(global_pool)
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
         self.pool_spec = spec
         if isinstance(descendant, DescendantInfo) and _parts is not None:
@@ -126,6 +196,8 @@ class Descendant(nn.Module):
         self.num_prefix_tokens = 1
         self.has_class_token = True
         self.grad_checkpointing = False
+        self.dynamic_img_size = bool(dynamic_img_size)
+        self._shared = _parts is not None  # modules belong to a pool: resizing them is the pool's business
 
         parts = _parts if _parts is not None else self._fresh_parts(spec, self.route, drop_path_rate)
         self.patch_embed = parts['patch_embed']
@@ -137,6 +209,10 @@ class Descendant(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = parts['head']
         self._pool_keys = parts['pool_keys']
+        self._index_blocks()
+
+    def _index_blocks(self) -> None:
+        """Widths, stitch positions and feature_info of the current blocks (after building or pruning)."""
         self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
         # the stitch layer after each block, or None: looked up once here, not per block on every forward
         # (a plain list, not registered: the layers are registered in self.stitches)
@@ -146,13 +222,14 @@ class Descendant(nn.Module):
         out_widths = [st.out_features if st is not None else w
                       for st, w in zip(self._stitch_after, self.block_widths)]
         self.feature_info = [
-            dict(module=f'blocks.{i}', num_chs=w, reduction=spec.patch_size) for i, w in enumerate(out_widths)]
+            dict(module=f'blocks.{i}', num_chs=w, reduction=self.pool_spec.patch_size)
+            for i, w in enumerate(out_widths)]
 
     @staticmethod
     def _fresh_parts(spec: PoolSpec, route: Route, drop_path_rate: float) -> Dict[str, Any]:
         front, end = spec.member(route[0][0]), spec.member(route[-1][0])
         depth = sum(b - a for _, a, b in route)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = _drop_path_rates(drop_path_rate, depth)
         blocks = []
         for name, a, b in route:
             m = spec.member(name)
@@ -187,6 +264,33 @@ class Descendant(nn.Module):
         return out
 
     # ---- timm API -----------------------------------------------------------------------------------------
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        """What ``timm.create_model`` recorded, as JSON that rebuilds this descendant: timm's ``save_for_hf``
+        writes it to config.json's ``model_args`` (the pool spec as a dict, this descendant's name, the format
+        version and this descendant's measured values)."""
+        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec, descendant=self.info.name,
+                            descendants=[self.info.to_dict()])
+
+    @_model_args.setter
+    def _model_args(self, args: Dict[str, Any]) -> None:
+        self.__dict__['_recorded_args'] = dict(args)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size=None, patch_size=None) -> None:
+        """New input size (and patch size), as timm's ViT: the position embedding is resampled to the new grid
+        (and the patch kernel, for a new patch size). Square sizes only. A descendant that shares its modules
+        with a pool (``pool.descendant(...)``) is resized through the pool."""
+        if self._shared:
+            raise RuntimeError('this descendant shares its modules with a pool (pool.descendant(...)); call '
+                               'pool.set_input_size(...) and take the descendant again, or build a standalone one '
+                               "with timm.create_model('learngene_pool_sN', ...)")
+        spec = _resized_spec(self.pool_spec, img_size, patch_size)
+        self.pos_embed = _resized(self.patch_embed, self.pos_embed, spec.img_size, patch_size)
+        self.pool_spec = spec
+        self._index_blocks()
+        update_model_input_size(self, self.patch_embed.img_size)
+
     @torch.jit.ignore
     def no_weight_decay(self):
         return {'pos_embed', 'cls_token'}
@@ -210,18 +314,56 @@ class Descendant(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool is not None:
-            if global_pool not in ('token', 'avg'):
-                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.head.apply(_init_linear)
+        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+        self.head = _new_head(self.num_features, num_classes, self.patch_embed.proj.weight, self.training)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks (and stitch layers) after the last index taken, as timm's ViT does; returns the
+        indices kept. The final norm is the end member's: it goes too when the last block kept is narrower."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        for key in [k for k in self.stitches if int(k) > max_index]:
+            del self.stitches[key]
+        self._index_blocks()
+        width = self.feature_info[-1]['num_chs']
+        if prune_norm or width != self.num_features:
+            self.norm = nn.Identity()
+        self.num_features = self.head_hidden_size = width
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        """``B x C x H x W`` image -> ``B x (1 + N) x D`` tokens with the class token and position embedding.
 
+        With ``dynamic_img_size`` (timm ViT semantics) any image size the patch divides is taken and the position
+        embedding is resampled to its grid. The patch embedding's projection is called without the module's size
+        check, so a descendant that shares its modules with a pool can be dynamic while the pool is not.
+        """
+        if self.dynamic_img_size:
+            ph, pw = self.patch_embed.patch_size
+            torch._assert(x.shape[-2] % ph == 0 and x.shape[-1] % pw == 0,
+                          'dynamic_img_size: image height and width must be multiples of the patch size')
+            x = self.patch_embed.proj(x)  # B x D x H' x W'
+            grid = (x.shape[-2], x.shape[-1])
+            x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
+            pos = resample_abs_pos_embed(self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
+                                         num_prefix_tokens=1)
+        else:
+            x = self.patch_embed(x)
+            pos = self.pos_embed
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + pos
+
+    @torch.jit.ignore
     def _run_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
         blk = self.blocks[i]
         if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
@@ -234,12 +376,20 @@ class Descendant(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` image -> ``B x N x D_end`` normalised tokens."""
         x = self._embed(x)
-        for i in range(len(self.blocks)):
-            x = self._run_block(i, x)
+        if torch.jit.is_scripting():
+            # TorchScript takes neither a variable index into a ModuleList nor a variable ModuleDict key
+            for i, blk in enumerate(self.blocks):
+                x = blk(x)
+                for key, stitch in self.stitches.items():
+                    if int(key) == i:
+                        x = stitch(x)
+        else:
+            for i in range(len(self.blocks)):
+                x = self._run_block(i, x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 1:].mean(dim=1) if self.global_pool == 'avg' else x[:, 0]
+        x = _pool_tokens(x, self.global_pool)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
@@ -323,6 +473,7 @@ class LearngenePool(nn.Module):
     model. Tensor names are the checkpoint's: ``members.<m>.…``, ``stitches.<front>-<end>.<window>.…``,
     ``transforms.<m>.<block|attn>.<position>.…``.
     """
+    __jit_unused_properties__ = ['_model_args']
 
     def __init__(
             self,
@@ -334,6 +485,7 @@ class LearngenePool(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             descendants: Optional[List[dict]] = None,
+            dynamic_img_size: bool = False,
     ):
         super().__init__()
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
@@ -342,6 +494,7 @@ class LearngenePool(nn.Module):
         self.in_chans = spec.in_chans
         self.global_pool = global_pool
         self.drop_rate = drop_rate
+        self.dynamic_img_size = bool(dynamic_img_size)
         self.metrics: Dict[str, Dict[str, float]] = descendant_metrics(descendants)
         self.members = nn.ModuleDict({m.name: Member(m, spec, drop_path_rate) for m in spec.members})
         self.stitches = nn.ModuleDict({
@@ -358,7 +511,10 @@ class LearngenePool(nn.Module):
             self.transforms.apply(_init_linear)
         else:
             self.transforms = None
-        self.num_features = spec.members[-1].width
+        # the largest member alone: the route forward takes by default
+        self.default_member = spec.members[-1].name
+        self.default_route: Route = ((self.default_member, 0, spec.members[-1].depth),)
+        self.num_features = self.head_hidden_size = spec.members[-1].width
         self.grad_checkpointing = False
         self._views: Dict[Any, Descendant] = {}  # forward's descendant views, by route (not registered)
 
@@ -383,16 +539,31 @@ class LearngenePool(nn.Module):
         parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
                      blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
                      pool_keys=_pool_key_prefixes(spec, route))
-        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate, _parts=parts)
+        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate,
+                           dynamic_img_size=self.dynamic_img_size, _parts=parts)
         model.set_grad_checkpointing(self.grad_checkpointing)
+        cfg = getattr(self, 'pretrained_cfg', None)
+        if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing)
+            model.pretrained_cfg = model.default_cfg = dict(cfg)
         return model
 
-    def forward(self, x: torch.Tensor, route: Union[str, Sequence, DescendantInfo]) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, route=None) -> torch.Tensor:
+        """``B x C x H x W`` -> ``B x N x D`` normalised tokens of descendant ``route`` (default: the largest
+        member alone, a plain ViT, so the pool is a timm model like any other)."""
+        return self._view(self.default_route if route is None else route).forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False, route=None) -> torch.Tensor:
+        return self._view(self.default_route if route is None else route).forward_head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor, route=None) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x num_classes`` logits of the descendant ``route`` (a name, a route or a
-        :class:`DescendantInfo`).
+        :class:`DescendantInfo`; default: the largest member alone).
 
         The descendant view of each route is built once and kept: a training step looks it up instead of
         validating the route and building a module tree again."""
+        return self._view(self.default_route if route is None else route)(x)
+
+    def _view(self, route) -> 'Descendant':
         key = route.route if isinstance(route, DescendantInfo) else \
             route if isinstance(route, str) else tuple(tuple(seg) for seg in route)
         view = self._views.get(key)
@@ -400,7 +571,7 @@ class LearngenePool(nn.Module):
             view = self._views[key] = self.descendant(route)
         if view.training != self.training:
             view.train(self.training)
-        return view(x)
+        return view
 
     def _drop_views(self) -> None:
         """Forget the kept descendant views (they hold the modules they were built from)."""
@@ -408,6 +579,28 @@ class LearngenePool(nn.Module):
 
     def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
         return {k: k for k in (self.state_dict() if keys is None else keys)}
+
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        """What ``timm.create_model`` recorded, as JSON that rebuilds this pool (timm's ``save_for_hf`` writes it
+        to config.json's ``model_args``): the spec as a dict, the descendant table, the format version."""
+        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec,
+                            descendants=[d.to_dict() for d in self.descendants])
+
+    @_model_args.setter
+    def _model_args(self, args: Dict[str, Any]) -> None:
+        self.__dict__['_recorded_args'] = dict(args)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size=None, patch_size=None) -> None:
+        """New input size (and patch size) for every member, as timm's ViT: position embeddings resampled to the
+        new grid (patch kernels too, for a new patch size). Square sizes only."""
+        spec = _resized_spec(self.pool_spec, img_size, patch_size)
+        for m in self.members.values():
+            m.pos_embed = _resized(m.patch_embed, m.pos_embed, spec.img_size, patch_size)
+        self.pool_spec = spec
+        self._drop_views()  # they hold the old position embeddings
+        update_model_input_size(self, (spec.img_size, spec.img_size))
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -427,21 +620,20 @@ class LearngenePool(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         """New heads on every member (each descendant uses its end member's head)."""
         if global_pool is not None:
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
         self._drop_views()  # they hold the old heads
         for m in self.members.values():
-            m.head = nn.Linear(m.spec.width, num_classes) if num_classes > 0 else nn.Identity()
-            m.head.apply(_init_linear)
+            m.head = _new_head(m.spec.width, num_classes, m.patch_embed.proj.weight, self.training)
 
 
 # ---- configs and entrypoints ------------------------------------------------------------------------------
 def _cfg(pool: str = 'deit_base_l6', **kwargs) -> Dict[str, Any]:
     return {
-        'hf_hub_id': HUB_REPOS[pool],
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
-        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': False,
+        'crop_pct': .875, 'interpolation': 'bicubic', 'fixed_input_size': True,
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'patch_embed.proj', 'classifier': 'head',
         'license': 'apache-2.0', 'paper_ids': 'arXiv:2312.05743',
@@ -460,13 +652,17 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         check_model_args(source_args, 'config.json')
     if kwargs.get('descendants') is not None and not isinstance(kwargs['descendants'], list):
         raise PoolSpecError(f'descendants must be a list of objects, got {type(kwargs["descendants"]).__name__}')
-    if kwargs.pop('features_only', False):
-        raise ValueError('features_only is not supported by learngene pool models; use forward_intermediates')
+    if kwargs.get('features_only') and descendant is None:
+        raise ValueError("features_only needs one descendant (its blocks are the features); pass descendant='s3' "
+                         "or create a learngene_pool_s* model")
+    # timm's factory kwargs: build on the device (meta included) and in the dtype asked for
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     # build_model_with_cfg fills num_classes / in_chans from the pretrained cfg (1000 classes, RGB) when they are
     # not passed; for a pool those defaults come from its spec, so a spec with other classes is built as written.
     spec = PoolSpec.from_any(pool)
     kwargs.setdefault('num_classes', spec.num_classes)
     kwargs.setdefault('in_chans', spec.in_chans)
+    kwargs.setdefault('img_size', spec.img_size)  # fixed_input_size makes timm pass the cfg's 224 otherwise
     file = None
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     check_pretrained_cfg({k: v for k, v in cfg.to_dict().items() if v is not None}, 'pretrained_cfg')
@@ -474,20 +670,36 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         # the checkpoint's header is checked against the spec before anything is built, so a config that
         # describes a far larger pool than its weights file holds fails here, not after allocating it
         file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
-        check_pool_file(file, spec)
-    if descendant is None:
-        model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
-    else:
-        model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
-                                     **kwargs)
+        route = None
+        if descendant is not None:
+            built = _apply_overrides(spec, kwargs['num_classes'], kwargs['img_size'], kwargs['in_chans'])
+            route = descendant.route if isinstance(descendant, DescendantInfo) else \
+                find_descendant(built, descendant).route
+        check_weights_file(file, spec, route)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        if descendant is None:
+            model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
+        else:
+            # features_only: timm's getter over forward_intermediates, as for its own ViTs
+            out_indices = kwargs.pop('out_indices', 3)
+            model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
+                                         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
     if pretrained:
         load_pool_weights(model, model.pretrained_cfg, file=file)
     return model
 
 
-default_cfgs = {'learngene_pool.in1k': _cfg('deit_base_l6'), 'learngene_pool_l9.in1k': _cfg('deit_base_l9')}
-default_cfgs.update({f'learngene_pool_s{i}.in1k': _cfg('deit_base_l6') for i in range(1, 19)})
-default_cfgs.update({f'learngene_pool_l9_s{i}.in1k': _cfg('deit_base_l9') for i in range(1, 28)})
+# No pretrained tag (``.in1k``): in timm a tag means published weights, and no pool is published yet. A pool
+# saved with save_pool loads with 'local-dir:…' / 'hf-hub:…' or pretrained_cfg_overlay=dict(file=…).
+# the whole pool's stems and heads are its members'
+_pool_cfg = dict(first_conv=('members.tiny.patch_embed.proj', 'members.base.patch_embed.proj'),
+                 classifier=('members.tiny.head', 'members.base.head'))
+default_cfgs = {'learngene_pool': _cfg('deit_base_l6', **_pool_cfg),
+                'learngene_pool_l9': _cfg('deit_base_l9', **_pool_cfg)}
+default_cfgs.update({f'learngene_pool_s{i}': _cfg('deit_base_l6') for i in range(1, 19)})
+default_cfgs.update({f'learngene_pool_l9_s{i}': _cfg('deit_base_l9') for i in range(1, 28)})
 default_cfgs = generate_default_cfgs(default_cfgs)
 
 

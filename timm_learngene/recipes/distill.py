@@ -17,6 +17,7 @@ from timm.layers import set_fused_attn
 
 from ..ancestry import load_ancestry
 from ..checkpoint import save_pool
+from ..data.augment import eval_data_config
 from ..data import build_mixup
 from ..distill import FEATURE_NORMS, DenseDistiller
 from ..spec import PoolSpec
@@ -99,7 +100,8 @@ def run(cfg):
         evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), desc='distill')
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_pool(core.pool, out / 'pool', recipe={'distill': dict(vars(cfg))})
+        save_pool(core.pool, out / 'pool', recipe={'distill': dict(vars(cfg))},
+                  data_config=eval_data_config(vars(cfg), spec.img_size, spec.in_chans))
         accelerator.print(f'pool written to {out / "pool"}')
     finish(accelerator)
     return core.pool

@@ -25,6 +25,7 @@ from timm.layers import set_fused_attn
 from ..ancestry import load_ancestry
 from ..checkpoint import load_pool, read_pool_config, save_pool
 from ..data import build_dataset, build_mixup
+from ..data.augment import eval_data_config
 from ..errors import ConfigError
 from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
 from ..snnet import anchor_pool
@@ -172,7 +173,8 @@ def run(cfg):
     if accelerator.is_main_process:
         recipe = dict(recipe, finetune=json.loads(json.dumps(vars(cfg), default=str)))
         core.pool.metrics = {}  # accuracies measured before finetuning no longer hold
-        save_pool(core.pool, out / 'pool', recipe=recipe)
+        save_pool(core.pool, out / 'pool', recipe=recipe,
+                  data_config=eval_data_config(vars(cfg), spec.img_size, spec.in_chans))
         accelerator.print(f'pool written to {out / "pool"}')
     finish(accelerator)
     return core.pool
