@@ -102,7 +102,7 @@ def test_profile_repeatability_quick_run_writes_its_report(tmp_path, capsys):
     assert text.startswith('# Latency profiles: repeatability and order')
     assert [line.split(' | ')[0] for line in text.splitlines() if line.startswith('| tiny_l2')] == [
         '| tiny_l2, 32 px, batch 1', '| tiny_l2, 32 px, batch 2']
-    assert sum(line.startswith("| s") for line in text.splitlines()) == 2 * 6  # 6 descendants, 2 cases
+    assert sum(line.startswith('| s') for line in text.splitlines()) == 2 * 6  # 6 descendants, 2 cases
     out = capsys.readouterr().out
     assert text.strip() in out and 'ratio' in out.strip().splitlines()[-1]
     assert (pool_dir / 'config.json').read_bytes() == config  # the folder is only read
