@@ -68,6 +68,11 @@ BENCHMARKS = [
           '(speed relative to fp32 + explicit)', 'reported (picks the demo settings)', lambda v: None,
           value=lambda v: ', '.join(f"{'bf16' if bf16 else 'fp32'} {'SDPA' if fused else 'explicit'} {r:.2f}"
                                     for (fused, bf16), r in v.items()), dtype_flags=False),
+    Bench('profile_repeatability', 'two latency profiles of every descendant (python -m timm_learngene profile): '
+          'worst run-to-run difference of a median; the order against GMACs is in its output',
+          'reported (<= 1.10 on an idle machine)', lambda v: None,
+          value=lambda v: f"worst run-to-run median ratio {v['worst_run_ratio']:.3f}",
+          cpu_args=['--output', str(ROOT / 'benchmarks' / 'profile_repeatability.md')]),
     # last: inductor's compile workers and caches stay behind in this process
     Bench('compile', 'torch.compile of a descendant (fullgraph, output checked against eager): speed-up',
           'compiles, matches eager', lambda v: True, value=lambda v: f'speed-up {v:.3f}'),

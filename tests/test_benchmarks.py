@@ -87,3 +87,39 @@ def test_runner_writes_results(tmp_path):
     assert '## Machine' in text and f'| torch | {torch.__version__} |' in text
     assert '| stitch_overhead |' in text and '>= 0.97' in text
     assert 'Quick smoke run' in text
+
+
+def test_profile_repeatability_quick_run_writes_its_report(tmp_path, capsys):
+    bench = importlib.import_module('benchmarks.profile_repeatability')
+    torch.manual_seed(0)
+    pool = timm.create_model('learngene_pool', pool=TINY_POOL)
+    pool_dir = timm_learngene.save_pool(pool, tmp_path / 'pool')
+    config = (pool_dir / 'config.json').read_bytes()
+    value = bench.main(['--quick', '--pool-dir', str(pool_dir), '--cases', 'x:1,x:2', '--output',
+                        str(tmp_path / 'r.md')])
+    assert _finite_positive(value) and value['worst_run_ratio'] >= 1
+    text = (tmp_path / 'r.md').read_text()
+    assert text.startswith('# Latency profiles: repeatability and order')
+    assert [line.split(' | ')[0] for line in text.splitlines() if line.startswith('| tiny_l2')] == [
+        '| tiny_l2, 32 px, batch 1', '| tiny_l2, 32 px, batch 2']
+    assert sum(line.startswith('| s') for line in text.splitlines()) == 2 * 6  # 6 descendants, 2 cases
+    out = capsys.readouterr().out
+    assert text.strip() in out and 'ratio' in out.strip().splitlines()[-1]
+    assert (pool_dir / 'config.json').read_bytes() == config  # the folder is only read
+
+
+def test_profile_repeatability_analysis_on_known_profiles():
+    from timm_learngene.profiling import DeviceSignature, Profile
+    bench = importlib.import_module('benchmarks.profile_repeatability')
+    sig = DeviceSignature('cpu', 'x', 2, 2, '2.14.1', 'fp32', 1)
+
+    def prof(ms):
+        return Profile(sig, {n: dict(median_ms=m, q1_ms=m - 0.1, q3_ms=m + 0.1) for n, m in ms.items()})
+    gmacs = {'s1': 1.0, 's2': 2.0, 's3': 3.0}
+    # s2 and s3 overlap (cannot be told apart); s1 is apart from both; s3 faster than s1 in both runs: an inversion
+    run1, run2 = prof({'s1': 2.0, 's2': 1.5, 's3': 1.6}), prof({'s1': 2.2, 's2': 1.5, 's3': 1.55})
+    res = bench.analyse(gmacs, run1, run2)
+    assert (res['told_apart'], res['pairs'], res['inversions']) == (2, 3, [('s1', 's2'), ('s1', 's3')])
+    assert res['inside'] == {'s1': False, 's2': True, 's3': True}
+    assert res['worst_ratio'] == pytest.approx(1.1)
+    assert res['spearman'] == pytest.approx(-0.5)

@@ -11,6 +11,7 @@ import timm_learngene
 from timm_learngene.errors import PoolSpecError
 from timm_learngene.recipes import evaluate, finetune
 from timm_learngene.select import BudgetError, select
+from timm_learngene.profiling import NoProfileError, Profile, device_signature, read_profiles, write_profile
 from timm_learngene.snnet import anchor_pool, anchor_spec
 from timm_learngene.spec import enumerate_descendants, member_params, stitch_positions
 from timm_learngene.stitch_init import init_stitches, lstsq_affine, member_features, ridge_compose
@@ -240,7 +241,8 @@ def test_evaluate_writes_one_row_per_descendant_and_the_pool_metrics(tmp_path, d
     spec = timm_learngene.read_pool_config(pool_dir)['model_args']['pool']
     assert [r['name'] for r in rows] == [d.name for d in enumerate_descendants(spec)]
     for r in rows:
-        assert 0 <= r['top1'] <= 100 and r['top5'] >= r['top1'] and r['img_s'] > 0 and r['latency_ms'] > 0
+        assert 0 <= r['top1'] <= 100 and r['top5'] >= r['top1'] and r['img_s'] > 0
+        assert r['latency_ms'] > 0 and r['latency_iqr_ms'] >= 0
     csv_lines = (tmp_path / 'eval' / 'descendants.csv').read_text().strip().splitlines()
     assert len(csv_lines) == len(rows) + 1
     md = (tmp_path / 'eval' / 'descendants.md').read_text()
@@ -249,6 +251,12 @@ def test_evaluate_writes_one_row_per_descendant_and_the_pool_metrics(tmp_path, d
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
     saved = json.loads((pool_dir / 'config.json').read_text())['model_args']['descendants']
     assert [d['top1'] for d in saved] == [r['top1'] for r in rows]
+    # speed is two profiles of this device (batch 1: latency, batch 4: throughput), stored under its signature
+    profiles = read_profiles(pool_dir)
+    assert [(p.device.kind, p.device.batch_size) for p in profiles] == [('cpu', 1), ('cpu', 4)]
+    assert [r['latency_ms'] for r in rows] == [profiles[0].results[r['name']]['median_ms'] for r in rows]
+    assert all('latency_ms' not in d and 'img_s' not in d for d in saved)  # not a per-descendant single timing
+    assert (tmp_path / 'eval' / 'pareto_latency.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     # the weights are untouched, the pool still loads
     assert (pool_dir / 'model.safetensors').read_bytes() == (distilled / 'pool' / 'model.safetensors').read_bytes()
     pool = timm_learngene.load_pool(pool_dir)
@@ -266,15 +274,18 @@ def test_select_honours_every_budget(tmp_path):
     assert select(tmp_path / 'p', max_gmacs=budget) == infos[5].name
     assert select(pool, max_params=infos[3].params) == max(
         (d for d in infos if d.params <= infos[3].params), key=lambda d: d.macs).name
-    with pytest.raises(BudgetError, match='needs measured latencies'):
+    with pytest.raises(NoProfileError, match='no latency measured for cpu: .*python -m timm_learngene profile'):
         select(tmp_path / 'p', max_latency_ms=5)
     with pytest.raises(BudgetError, match='smallest is s1'):
         select(tmp_path / 'p', max_gmacs=infos[0].gmacs / 2)
-    # with measured accuracy and latency: the most accurate within budget
-    metrics = {d.name: {'top1': 50.0 + (7 * i) % 13, 'latency_ms': 1.0 + i} for i, d in enumerate(infos)}
+    # with measured accuracy and latency on this machine: the most accurate within budget
+    metrics = {d.name: {'top1': 50.0 + (7 * i) % 13} for i, d in enumerate(infos)}
+    latency = {d.name: 1.0 + i for i, d in enumerate(infos)}
     timm_learngene.checkpoint.update_pool_metrics(tmp_path / 'p', metrics)
-    fits = [d for d in infos if d.gmacs <= infos[10].gmacs and metrics[d.name]['latency_ms'] <= 8.0]
-    best = max(fits, key=lambda d: (metrics[d.name]['top1'], -d.macs))
+    write_profile(tmp_path / 'p', Profile(device_signature('cpu'), {
+        n: dict(median_ms=v, q1_ms=v, q3_ms=v) for n, v in latency.items()}))
+    fits = [d for d in infos if d.gmacs <= infos[10].gmacs and latency[d.name] <= 8.0]
+    best = max(fits, key=lambda d: (metrics[d.name]['top1'], -latency[d.name]))
     assert select(tmp_path / 'p', max_gmacs=infos[10].gmacs, max_latency_ms=8.0) == best.name
     with pytest.raises(BudgetError, match=r'no descendant fits .*max_latency_ms=0\.5; the smallest is s1'):
         select(tmp_path / 'p', max_latency_ms=0.5)

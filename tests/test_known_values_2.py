@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 import timm_learngene  # noqa: F401  (registers the models)
-from timm_learngene import evaluation
 from timm_learngene.distill import DenseDistiller, FeatureRecorder, check_teacher, feature_loss, teacher_shape
 from timm_learngene.errors import PoolSpecError, RouteError
-from timm_learngene.evaluation import descendant_rows, measure_latency, write_csv, write_markdown
+from timm_learngene.evaluation import descendant_rows, write_csv, write_markdown
 from timm_learngene.finetune import DescendantTrainer, RouteSampler, set_trainable
 from timm_learngene.losses import label_kd_loss
 from timm_learngene.select import BudgetError, select
@@ -268,15 +267,19 @@ def test_select_prefers_val_top1_then_top1_and_breaks_ties_by_fewer_macs():
     assert select(_metric_pool(m)) == 's2'
 
 
-def test_select_latency_budget_skips_a_slow_descendant_and_reports_its_latency():
+def test_select_latency_budget_skips_a_slow_descendant_and_reports_its_latency(tmp_path):
+    from timm_learngene.profiling import Profile, device_signature, write_profile
     names = [f's{i}' for i in range(1, 19)]
-    m = {n: {'latency_ms': 5.0} for n in names}
-    m['s1']['latency_ms'], m['s2']['latency_ms'] = 9.0, 1.5   # the smallest is slow, the next fits
-    assert select(_metric_pool(m), max_latency_ms=2.0) == 's2'
+    ms = {n: 5.0 for n in names}
+    ms['s1'], ms['s2'] = 9.0, 1.5   # the smallest is slow, the next fits
+    folder = timm_learngene.save_pool(_pool(distill=False), tmp_path / 'pool')
+    sig = device_signature('cpu')
+    write_profile(folder, Profile(sig, {n: dict(median_ms=v, q1_ms=v, q3_ms=v) for n, v in ms.items()}))
+    assert select(folder, max_latency_ms=2.0) == 's2'
     msg = ('no descendant fits max_gmacs=None, max_params=None, max_latency_ms=1.0; the smallest is s1 '
-           '(0.000 GMACs, 0.02M params, 9.00 ms)')
+           f'(0.000 GMACs, 0.02M params, 9.00 ms on {sig.label})')
     with pytest.raises(BudgetError, match='^' + re.escape(msg) + '$'):
-        select(_metric_pool(m), max_latency_ms=1.0)
+        select(folder, max_latency_ms=1.0)
 
 
 def test_select_params_budget_skips_a_larger_descendant_ranked_before_a_smaller_one():
@@ -337,20 +340,6 @@ def test_write_markdown_and_csv_known_text(tmp_path):
                                  b's4,1005001,0.5,0.5,\r\n')
 
 
-def test_measure_latency_is_a_thousand_over_the_batch_1_throughput(monkeypatch):
-    calls = []
-
-    def fake(model, input_size, batch_size=32, repeats=5, warmup=2, amp_dtype=None):
-        calls.append((model, input_size, batch_size, repeats, warmup))
-        return 250.0
-
-    monkeypatch.setattr(evaluation, 'measure_throughput', fake)
-    model = nn.Linear(1, 1)
-    assert measure_latency(model, (3, 8, 8)) == 4.0
-    assert calls == [(model, (3, 8, 8), 1, 10, 3)]
-
-
-# ---- stitch init ---------------------------------------------------------------------------------------------------
 def test_ridge_compose_default_lambda_is_one_hundredth():
     # W_e = diag(1, 2) (D = d_end = 2), W_f = I, b_f - b_e = (1, 1): gram = diag(1, 4), m = 2.5, reg = 0.025 I
     we, wf = torch.tensor([[1., 0.], [0., 2.]]), torch.eye(2)

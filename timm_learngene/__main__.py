@@ -1,5 +1,8 @@
-"""Command line: ``python -m timm_learngene push FOLDER REPO`` uploads a pool folder to the Hugging Face Hub.
+"""Command line of a pool folder: profile its descendants on this machine, select one, export it, push the pool.
 
+    python -m timm_learngene profile out/finetune/pool --device cpu --threads 2     # latency into config.json
+    python -m timm_learngene select out/finetune/pool --max-latency-ms 5            # the best within 5 ms here
+    python -m timm_learngene export out/finetune/pool s3 out/s3 --format onnx       # one descendant, standalone
     python -m timm_learngene push out/finetune/pool my-org/learngene-pool-deit-base-l6
     python -m timm_learngene push out/finetune/pool my-org/pool --stage-only /tmp/preview   # review, upload nothing
 """
@@ -7,9 +10,13 @@ import argparse
 import sys
 from typing import List, Optional
 
+from .errors import LearngeneError
+from .export import FORMATS, export_descendant
 from .hub import push_to_hub, stage_for_hub
 from .hub_errors import hub_error
 from .logs import setup_logging
+from .profiling import DTYPES, profile_pool
+from .select import select
 
 __all__ = ['main', 'parse_args']
 
@@ -33,14 +40,89 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     push.add_argument('--license', default=None, help="model card license; default the pool's (apache-2.0)")
     push.add_argument('--stage-only', default=None, metavar='DIR',
                       help='write the files that would be uploaded to DIR (new or empty) and upload nothing')
+
+    prof = sub.add_parser('profile', help="measure every descendant's latency on this machine, into config.json",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prof.add_argument('pool', help='pool folder (model.safetensors + config.json); only config.json is rewritten')
+    prof.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
+    prof.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
+    prof.add_argument('--dtype', choices=tuple(DTYPES), default='fp32', help='weights and input cast to it')
+    prof.add_argument('--threads', type=int, default=None,
+                      help="torch intra-op threads while measuring (default: torch's own, the physical cores)")
+    prof.add_argument('--descendants', default='', help="comma-separated names to measure ('' = all)")
+    prof.add_argument('--warmup', type=int, default=3, help='untimed calls of each descendant first')
+    prof.add_argument('--repeats', type=int, default=20, help='timed samples of each descendant (interleaved rounds)')
+    prof.add_argument('--min-sample-ms', type=float, default=20.0,
+                      help='each sample repeats the call until it lasts this long (timer resolution)')
+    prof.add_argument('--no-write', dest='write', action='store_false', help='print only, leave config.json alone')
+    prof.add_argument('--progress', choices=('auto', 'bar', 'lines', 'none'), default='auto')
+
+    sel = sub.add_parser('select', help='print the best descendant within budgets (GMACs, params, measured latency)')
+    sel.add_argument('pool', help='pool folder or its config.json')
+    sel.add_argument('--max-gmacs', type=float, default=None)
+    sel.add_argument('--max-params', type=float, default=None, help='parameters, e.g. 3e7')
+    sel.add_argument('--max-latency-ms', type=float, default=None,
+                     help='median latency measured by `profile` for the device below')
+    sel.add_argument('--device', default='cpu', help="the device the latency was measured on: 'cpu' or 'cuda' "
+                     '(this machine\'s processor and torch)')
+    sel.add_argument('--dtype', choices=tuple(DTYPES), default='fp32')
+    sel.add_argument('--batch-size', type=int, default=1)
+    sel.add_argument('--threads', type=int, default=None, help="default: torch's own thread count")
+
+    exp = sub.add_parser('export', help='write one descendant without its pool (timm folder, ONNX, torch.export)')
+    exp.add_argument('pool', help='pool folder')
+    exp.add_argument('descendant', help='descendant name, e.g. s3')
+    exp.add_argument('out', help='output folder (new or empty)')
+    exp.add_argument('--format', choices=FORMATS, default='timm',
+                     help="timm: a folder timm.create_model('local-dir:OUT', pretrained=True) loads; onnx: "
+                          'model.onnx (needs the [onnx] extra); torch.export: model.pt2')
+    exp.add_argument('--opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
     return parser.parse_args(argv)
+
+
+def _run_profile(args) -> int:
+    names = [n.strip() for n in args.descendants.split(',') if n.strip()]
+    prof = profile_pool(args.pool, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                        threads=args.threads, descendants=names or None, warmup=args.warmup, repeats=args.repeats,
+                        min_sample_ms=args.min_sample_ms, write=args.write, progress=args.progress)
+    print(f'{prof.device.label}; median of {args.repeats} samples per descendant, spread = interquartile range')
+    print('| name | median ms | spread ms (q1..q3) | min ms | img/s |')
+    print('|---|---:|---:|---:|---:|')
+    for name, r in prof.results.items():
+        print(f"| {name} | {r['median_ms']:.3f} | {r['iqr_ms']:.3f} ({r['q1_ms']:.3f}..{r['q3_ms']:.3f}) | "
+              f"{r['min_ms']:.3f} | {r['img_s']:.1f} |")
+    print(f'written into {args.pool}/config.json' if args.write else 'not written (--no-write)')
+    return 0
+
+
+def _run_select(args) -> int:
+    device = dict(kind=args.device.split(':')[0], dtype=args.dtype, batch_size=args.batch_size)
+    if args.threads is not None:
+        device['threads'] = args.threads
+    print(select(args.pool, max_gmacs=args.max_gmacs, max_params=args.max_params,
+                 max_latency_ms=args.max_latency_ms, device=device))
+    return 0
+
+
+def _run_export(args) -> int:
+    out = export_descendant(args.pool, args.descendant, args.out, format=args.format, opset=args.opset)
+    print(f'exported {args.descendant} of {args.pool} as {args.format} into {out}: '
+          f'{", ".join(sorted(p.name for p in out.iterdir()))}')
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command; 0 on success, 2 with one ``error:`` line on stderr for a documented failure (a bad folder,
-    pool or repo id; the Hub offline, unreachable or refusing)."""
+    pool, descendant, budget or repo id; no latency measured for the device; a missing optional package; the Hub
+    offline, unreachable or refusing)."""
     args = parse_args(argv)
     setup_logging()
+    if args.command != 'push':
+        try:
+            return {'profile': _run_profile, 'select': _run_select, 'export': _run_export}[args.command](args)
+        except (LearngeneError, FileExistsError) as e:  # bad pool, budget, device or folder: the user's to fix
+            print(f'error: {e}', file=sys.stderr)
+            return 2
     try:
         if args.stage_only:
             out = stage_for_hub(args.folder, args.repo, args.stage_only, datasets=args.datasets, license=args.license)

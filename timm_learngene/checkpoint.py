@@ -198,9 +198,11 @@ def load_pool(path: Union[str, Path], descendant: Optional[str] = None, **kwargs
     return timm.create_model(f'local-dir:{path}', pretrained=True, descendant=descendant, **kwargs)
 
 
-def update_pool_metrics(path: Union[str, Path], metrics: Mapping[str, Mapping[str, float]]) -> Path:
-    """Merge measured values (``{'s3': {'top1': 80.1, 'img_s': 950.0}}``) into the descendant list of the pool
-    folder's config.json, rewriting only that file (atomically); the weights are not touched."""
+def update_pool_metrics(path: Union[str, Path], metrics: Mapping[str, Mapping[str, float]],
+                        remove: Sequence[str] = ()) -> Path:
+    """Merge measured values (``{'s3': {'top1': 80.1}}``) into the descendant list of the pool folder's
+    config.json, rewriting only that file (atomically); the weights are not touched. ``remove``: keys dropped from
+    every descendant first (values that a newer measurement replaces elsewhere)."""
     path = Path(path)
     config = read_pool_config(path)
     if 'descendant' in config['model_args']:
@@ -216,7 +218,7 @@ def update_pool_metrics(path: Union[str, Path], metrics: Mapping[str, Mapping[st
     rows = []
     for d in enumerate_descendants(spec):
         row = d.to_dict()  # structure recomputed from the spec; measured values carried over, then updated
-        row.update((k, v) for k, v in by_name.get(d.name, {}).items() if k not in row)
+        row.update((k, v) for k, v in by_name.get(d.name, {}).items() if k not in row and k not in remove)
         row.update(metrics.get(d.name, {}))
         rows.append(row)
     config['model_args']['pool'] = spec.to_dict()

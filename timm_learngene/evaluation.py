@@ -1,47 +1,47 @@
-"""Evaluation of every descendant of a pool: accuracy, size, cost and measured speed; tables and a Pareto plot."""
-import csv
-import statistics
-import time
-from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+"""Evaluation of every descendant of a pool: accuracy, size, cost and measured speed; tables and Pareto plots.
 
-import torch
+Speed columns come from latency profiles (:mod:`timm_learngene.profiling`: warm-up, fixed threads, interleaved
+repeats, median and interquartile spread), never from a single timing.
+"""
+import csv
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .models.learngene_pool import LearngenePool
+from .profiling import Profile
 
-__all__ = ['measure_throughput', 'measure_latency', 'descendant_rows', 'write_csv', 'write_markdown',
-           'pareto_plot', 'pareto_front']
+__all__ = ['speed_columns', 'latency_series', 'descendant_rows', 'write_csv', 'write_markdown', 'pareto_plot',
+           'pareto_front', 'draw_pareto', 'LATENCY_XLABEL']
 
-
-def _sync(device: torch.device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
+LATENCY_XLABEL = 'measured latency (ms, median; bars: quartiles)'
 
 
-@torch.no_grad()
-def measure_throughput(model: torch.nn.Module, input_size: Sequence[int], batch_size: int = 32, repeats: int = 5,
-                       warmup: int = 2, amp_dtype: Optional[torch.dtype] = None) -> float:
-    """Images per second of ``model`` in eval mode on its device: median over ``repeats`` timed batches."""
-    device = next(model.parameters()).device
-    x = torch.randn(batch_size, *input_size, device=device)
-    was = model.training
-    model.eval()
-    times = []
-    for i in range(warmup + repeats):
-        _sync(device)
-        t = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            model(x)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    model.train(was)
-    return batch_size / statistics.median(times)
+def speed_columns(latency: Optional[Profile] = None, throughput: Optional[Profile] = None) -> Dict[str, Dict]:
+    """Per descendant name, the table columns of two profiles (:mod:`timm_learngene.profiling`): ``latency_ms``
+    (median at the latency profile's batch size, normally 1) with its spread ``latency_iqr_ms`` (interquartile
+    range), and ``img_s`` from the throughput profile (its batch over its median). Only measured values: a
+    descendant missing from a profile gets no column from it."""
+    out: Dict[str, Dict] = {}
+    if latency is not None:
+        for name, r in latency.results.items():
+            out.setdefault(name, {}).update(latency_ms=r['median_ms'], latency_iqr_ms=round(r['q3_ms'] - r['q1_ms'], 4))
+    if throughput is not None:
+        for name, r in throughput.results.items():
+            out.setdefault(name, {})['img_s'] = round(throughput.device.batch_size / (r['median_ms'] / 1e3), 1)
+    return out
 
 
-def measure_latency(model: torch.nn.Module, input_size: Sequence[int], repeats: int = 10, warmup: int = 3) -> float:
-    """Milliseconds for one image (batch 1), median."""
-    return 1000.0 / measure_throughput(model, input_size, 1, repeats, warmup)
+def latency_series(profiles: Sequence[Profile], accuracy: Mapping[str, float]) -> Dict[str, List[Dict]]:
+    """Rows for :func:`pareto_plot` of accuracy against measured latency, one series per profile (device):
+    ``name``, ``latency_ms`` (median), ``latency_q1_ms``/``latency_q3_ms`` and ``top1`` = ``accuracy[name]``, for
+    the descendants that have both."""
+    series = {}
+    for p in profiles:
+        rows = [dict(name=n, latency_ms=r['median_ms'], latency_q1_ms=r['q1_ms'], latency_q3_ms=r['q3_ms'],
+                     top1=accuracy[n]) for n, r in p.results.items() if n in accuracy]
+        if rows:
+            series[p.device.label] = rows
+    return series
 
 
 def descendant_rows(pool: LearngenePool, accuracies: Optional[Mapping[str, float]] = None,
@@ -49,7 +49,7 @@ def descendant_rows(pool: LearngenePool, accuracies: Optional[Mapping[str, float
                     names: Optional[Sequence[str]] = None) -> List[Dict]:
     """One row per descendant (those in ``names``, default all): name, route, params, GMACs and whatever was
     measured: ``top1``/``top5`` from ``accuracies[name]``/``[name_top5]``, ``val_top1`` from ``[name_val]``
-    (the validation split), img_s, latency_ms ... from ``speed``."""
+    (the validation split), latency_ms, latency_iqr_ms, img_s ... from ``speed`` (:func:`speed_columns`)."""
     rows = []
     for d in pool.descendants:
         if names is not None and d.name not in names:
@@ -110,31 +110,43 @@ def pareto_front(rows: Sequence[Mapping], x: str = 'gmacs', y: str = 'top1') -> 
     return front
 
 
-def pareto_plot(series: Mapping[str, Sequence[Mapping]], path, title: str = '', x: str = 'gmacs',
-                y: str = 'top1') -> Path:
-    """Top-1 against GMACs, one marker set per series (e.g. one per method), its Pareto front as a line; each point
-    labelled with its row's ``name`` (the descendant)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+def draw_pareto(ax, series: Mapping[str, Sequence[Mapping]], title: str = '', x: str = 'gmacs', y: str = 'top1',
+                xerr: Optional[Tuple[str, str]] = None, xlabel: Optional[str] = None) -> None:
+    """:func:`pareto_plot` onto the matplotlib axes ``ax`` (one panel of a larger figure)."""
     for label, rows in series.items():
         rows = [r for r in rows if r.get(y) is not None]
         if not rows:
             continue
         pts = ax.scatter([r[x] for r in rows], [r[y] for r in rows], s=18, alpha=0.7, label=label)
+        if xerr is not None:
+            lo, hi = xerr
+            ax.errorbar([r[x] for r in rows], [r[y] for r in rows], fmt='none', alpha=0.5, linewidth=0.8,
+                        ecolor=pts.get_facecolor()[0],
+                        xerr=[[r[x] - r[lo] for r in rows], [r[hi] - r[x] for r in rows]])
         for r in rows:  # which descendant each point is
             if r.get('name'):
                 ax.annotate(str(r['name']), (r[x], r[y]), xytext=(3, 3), textcoords='offset points', fontsize=6,
                             alpha=0.8)
         front = pareto_front(rows, x, y)
         ax.plot([r[x] for r in front], [r[y] for r in front], color=pts.get_facecolor()[0], alpha=0.8)
-    ax.set_xlabel('GMACs per image' if x == 'gmacs' else x)
+    ax.set_xlabel(xlabel or ('GMACs per image' if x == 'gmacs' else x))
     ax.set_ylabel('top-1 (%)' if y == 'top1' else y)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def pareto_plot(series: Mapping[str, Sequence[Mapping]], path, title: str = '', x: str = 'gmacs',
+                y: str = 'top1', xerr: Optional[Tuple[str, str]] = None, xlabel: Optional[str] = None) -> Path:
+    """Top-1 against GMACs (or ``x``), one marker set per series (e.g. one per method or device), its Pareto front
+    as a line; each point labelled with its row's ``name`` (the descendant). ``xerr``: the keys of each row's
+    lower and upper bound of ``x`` (a measured spread), drawn as horizontal bars."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    draw_pareto(ax, series, title, x, y, xerr, xlabel)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -9,9 +9,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from .evaluation import pareto_plot, write_markdown
+from .evaluation import LATENCY_XLABEL, draw_pareto, latency_series, pareto_plot, write_markdown
 from .models.learngene_pool import HUB_REPOS
 from .pool_file import descendant_table
+from .profiling import read_profiles
 from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 
 __all__ = ['render_model_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
@@ -123,9 +124,25 @@ def render_pareto(config: Mapping[str, Any], path: Union[str, Path]) -> Tuple[Pa
     path = Path(path)
     if measured:
         rows = [dict(name=d.name, gmacs=d.gmacs, top1=d.metrics['top1']) for d in measured]
-        pareto_plot({f'{spec.name} descendants': rows}, path, title=f'Learngene Pool {spec.name}: top-1 vs GMACs')
-        return path, (f'top-1 against GMACs of the measured descendants ({len(measured)} of {len(infos)}), '
-                      f'with the Pareto front')
+        title = f'Learngene Pool {spec.name}: top-1 vs GMACs'
+        series = latency_series([p for p in read_profiles(config) if p.device.batch_size == 1],
+                                {d.name: d.metrics['top1'] for d in measured})
+        description = (f'top-1 against GMACs of the measured descendants ({len(measured)} of {len(infos)}), '
+                       f'with the Pareto front')
+        if not series:
+            pareto_plot({f'{spec.name} descendants': rows}, path, title=title)
+            return path, description
+        # a second panel: top-1 against the latency measured on each profiled device (batch 1)
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120)
+        draw_pareto(left, {f'{spec.name} descendants': rows}, title)
+        draw_pareto(right, series, 'top-1 vs measured latency (batch 1)', x='latency_ms',
+                    xerr=('latency_q1_ms', 'latency_q3_ms'), xlabel=LATENCY_XLABEL)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path, description + f'; and against the latency measured on {len(series)} device(s)'
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -140,6 +157,28 @@ def render_pareto(config: Mapping[str, Any], path: Union[str, Path]) -> Tuple[Pa
     fig.savefig(path)
     plt.close(fig)
     return path, f'parameters against GMACs of all {len(infos)} descendants (no top-1 measured yet)'
+
+
+def _latency_section(config: Mapping[str, Any], infos: Sequence[DescendantInfo]) -> Optional[str]:
+    """A table of the measured latencies (median ms, interquartile spread), one column per profiled device."""
+    profiles = read_profiles(config)
+    if not profiles:
+        return None
+    header = ['name'] + [f'({i + 1})' for i in range(len(profiles))]
+    rows = []
+    for d in infos:
+        cells = [d.name]
+        for p in profiles:
+            r = p.results.get(d.name)
+            cells.append(f"{r['median_ms']:.3g} ± {(r['q3_ms'] - r['q1_ms']) / 2:.2g}" if r else '')
+        rows.append(cells)
+    devices = '\n'.join(f'- ({i + 1}) {p.device.label}' + (f', measured {p.measured}' if p.measured else '')
+                        for i, p in enumerate(profiles))
+    return (f'Median milliseconds per forward pass ± half the interquartile range, measured with '
+            f'`python -m timm_learngene profile` (warm-up, fixed threads, interleaved repeats) on:\n\n{devices}\n\n'
+            + _table(header, rows) + '\n\nThe best descendant within a latency budget on one of these devices: '
+            '`python -m timm_learngene select POOL_DIR --max-latency-ms 5 --device cpu`; measure your own device '
+            'with `python -m timm_learngene profile POOL_DIR`.')
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -248,6 +287,9 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
     ]
     if image:
         parts.append(f'![{image_description}]({image})')
+    latency = _latency_section(config, infos)
+    if latency:
+        parts += ['## Measured latency', latency]
     parts += [
         '## Usage', _usage(repo_id, spec, infos),
         '## The pool', _pool_section(spec),

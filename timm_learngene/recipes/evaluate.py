@@ -1,12 +1,18 @@
 """Evaluate every descendant of a pool: top-1/top-5, params, GMACs, measured throughput and latency.
 
     python recipes/evaluate.py --pool out/finetune/pool --dataset fashion_mnist --output out/eval
-        -> out/eval/descendants.csv, descendants.md, pareto.png; top-1 written into the pool's config.json
+        -> out/eval/descendants.csv, descendants.md, pareto.png, pareto_latency.png; top-1 and the latency
+           profiles written into the pool's config.json
 
 Top-1/top-5 on the test split (``top1``), and with ``--val-size N`` also on the validation images held out of the
 training split (``val_top1``): choices (the best descendant, ``select``) use ``val_top1`` where it exists.
 
-Throughput (img/s, batch ``--throughput-batch``) and latency (ms, batch 1) are measured on the current device.
+Latency (``latency_ms``: median ms at batch 1, ``latency_iqr_ms``: its interquartile spread) and throughput
+(``img_s`` at ``--throughput-batch``) are two profiles of the current device, measured as
+``python -m timm_learngene profile`` measures (warm-up, torch's thread count fixed and recorded, ``--repeats``
+interleaved samples per descendant) and stored in the pool's config.json under the device's signature, where
+``select(..., max_latency_ms=...)`` finds them. ``pareto_latency.png`` plots top-1 against the batch-1 latency of
+every device the pool has been profiled on.
 """
 import argparse
 import torch.nn.functional as F
@@ -21,8 +27,9 @@ from ..data import build_dataset, build_loader
 from ..errors import ConfigError
 from ..logs import get_logger
 from ..evaluation import (
-    descendant_rows, measure_latency, measure_throughput, pareto_plot, write_csv, write_markdown,
+    LATENCY_XLABEL, descendant_rows, latency_series, pareto_plot, speed_columns, write_csv, write_markdown,
 )
+from ..profiling import profile_models, read_profiles, write_profile
 from ..training.loop import finish, make_accelerator
 from ..training.launch import apply_launcher, write_launch_record
 from ..training.setup import check_inputs, resolve_precision
@@ -49,12 +56,12 @@ OPTIONS = OptionTable([
     *pick(DATA, 'dataset', 'data_dir', 'eval_limit', 'val_size', 'val_seed', 'num_workers', 'bad_images'),
     Option('batch_size', int, 256, 'evaluation images per process per batch', group='data'),
     *pick(AUGMENTATION, 'crop_pct', 'interpolation'),
-    Option('throughput', bool, True, 'measure every descendant\'s throughput (img/s at --throughput-batch) and '
-           'latency (ms at batch 1) on this device, on the main process', group='evaluation'),
-    Option('throughput_batch', int, 32, 'batch size of the throughput measurement', group='evaluation'),
-    Option('repeats', int, 5, 'timed repeats of each throughput measurement (latency: twice as many)',
-           group='evaluation'),
-    Option('write_pool', bool, True, "write the measured top-1/top-5, img/s and latency into the pool's "
+    Option('throughput', bool, True, 'profile every descendant on this device (main process): latency (median ms '
+           'at batch 1, with its spread) and throughput (img/s at --throughput-batch)', group='evaluation'),
+    Option('throughput_batch', int, 32, 'batch size of the throughput profile', group='evaluation'),
+    Option('repeats', int, 15, 'timed samples per descendant in each profile (interleaved rounds; the median and '
+           'quartiles are reported)', group='evaluation'),
+    Option('write_pool', bool, True, "write the measured top-1/top-5 and the latency profiles into the pool's "
            'config.json', group='evaluation'),
     Option('title', str, '', "title of descendants.md and pareto.png ('' = '<pool name>: N descendants')",
            group='evaluation'),
@@ -102,15 +109,15 @@ def run(cfg):
     acc = measure('eval', (1, 5))
     if cfg.val_size:
         acc.update({f'{k}_val': v for k, v in measure('val', (1,)).items()})
-    speed = {}
+    speed, profiles = {}, []
     if cfg.throughput and accelerator.is_main_process:
         size = (spec.in_chans, spec.img_size, spec.img_size)
-        amp = torch.bfloat16 if cfg.mixed_precision == 'bf16' else None
-        for d in descendants:
-            model = pool.descendant(d.route)
-            speed[d.name] = dict(
-                img_s=round(measure_throughput(model, size, cfg.throughput_batch, cfg.repeats, amp_dtype=amp), 1),
-                latency_ms=round(measure_latency(model, size, repeats=cfg.repeats * 2), 3))
+        dtype = 'bf16' if cfg.mixed_precision == 'bf16' else 'fp32'
+        models = {d.name: pool.descendant(d) for d in descendants}
+        profiles = [profile_models(models, size, accelerator.device, dtype, batch, repeats=cfg.repeats,
+                                   progress=cfg.progress, desc=f'profile batch {batch}')
+                    for batch in (1, cfg.throughput_batch)]
+        speed = speed_columns(*profiles)
     rows = [r for r in descendant_rows(pool, acc, speed, names=[d.name for d in descendants])]
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -120,10 +127,22 @@ def run(cfg):
         text = write_markdown(rows, out / 'descendants.md', title=title)
         pareto_plot({spec.name: rows}, out / 'pareto.png', title=title)
         if cfg.write_pool:
-            update_pool_metrics(cfg.pool, {r['name']: {k: r[k] for k in ('top1', 'top5', 'val_top1', 'img_s',
-                                                                       'latency_ms') if k in r} for r in rows})
+            # img_s / latency_ms of evaluations before latency profiles were single timings: dropped
+            update_pool_metrics(cfg.pool, {r['name']: {k: r[k] for k in ('top1', 'top5', 'val_top1') if k in r}
+                                           for r in rows}, remove=('img_s', 'latency_ms'))
+            for p in profiles:
+                write_profile(cfg.pool, p)
+        written = [out / 'descendants.csv', out / 'descendants.md', out / 'pareto.png']
+        # every device the pool has been profiled on (this one included), at batch 1
+        measured = [p for p in (read_profiles(cfg.pool) if cfg.write_pool else profiles)
+                    if p.device.batch_size == 1]
+        series = latency_series(measured, {r['name']: r['top1'] for r in rows})
+        if series:
+            pareto_plot(series, out / 'pareto_latency.png', title=f'{spec.name}: top-1 vs measured latency',
+                        x='latency_ms', xerr=('latency_q1_ms', 'latency_q3_ms'), xlabel=LATENCY_XLABEL)
+            written.append(out / 'pareto_latency.png')
         accelerator.print(text)
-        accelerator.print(f'written {out / "descendants.csv"}, {out / "descendants.md"}, {out / "pareto.png"}')
+        accelerator.print(f'written {", ".join(str(p) for p in written)}')
     finish(accelerator)
     return rows
 
