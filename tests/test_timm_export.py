@@ -76,6 +76,8 @@ def test_save_for_hf_pool_and_a_pool_view(pool, x, tmp_path):
     view = pool.descendant('s11')  # shares the pool's modules: saved as that descendant alone
     save_for_hf(view, tmp_path / 'v', safe_serialization=True)
     assert _keys(tmp_path / 'v') == set(view.state_dict())
+    cfg = json.loads((tmp_path / 'v' / 'config.json').read_text())['pretrained_cfg']
+    assert (cfg['first_conv'], cfg['classifier']) == ('patch_embed.proj', 'head')  # the view's, not the pool's
     back_view = timm.create_model(f'local-dir:{tmp_path / "v"}', pretrained=True).eval()
     # one descendant of the exported pool, read under the pool's names
     one = timm.create_model(f'local-dir:{tmp_path / "p"}', descendant='s11', pretrained=True).eval()

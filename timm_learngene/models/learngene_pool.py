@@ -543,8 +543,8 @@ class LearngenePool(nn.Module):
                            dynamic_img_size=self.dynamic_img_size, _parts=parts)
         model.set_grad_checkpointing(self.grad_checkpointing)
         cfg = getattr(self, 'pretrained_cfg', None)
-        if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing)
-            model.pretrained_cfg = model.default_cfg = dict(cfg)
+        if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing); stem and head are its own
+            model.pretrained_cfg = model.default_cfg = dict(cfg, first_conv='patch_embed.proj', classifier='head')
         return model
 
     def forward_features(self, x: torch.Tensor, route=None) -> torch.Tensor:
