@@ -94,20 +94,26 @@ def test_export_input_errors(pool_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['full']
 
 
-def test_timm_format_goes_through_the_hub_writer(pool_dir, tmp_path, monkeypatch):
-    hub = export_mod.hub
-    if not hasattr(hub, 'save_descendant'):
-        with pytest.raises(ExportError, match='needs timm_learngene.hub.save_descendant'):
-            export_descendant(pool_dir, 's3', tmp_path / 'out')
-    calls = []
-
-    def save_descendant(pool, name, out):
-        calls.append((pool, name, out))
-        out.mkdir()
-        return out
-    monkeypatch.setattr(hub, 'save_descendant', save_descendant, raising=False)
-    assert export_descendant(pool_dir, 's3', tmp_path / 'out') == tmp_path / 'out'
-    assert calls == [(pool_dir, 's3', tmp_path / 'out')]
+def test_timm_format_is_a_standalone_folder_timm_loads_without_the_pool(pool_dir, tmp_path):
+    timm_learngene.update_pool_metrics(pool_dir, {'s3': {'top1': 61.25}})
+    out = export_descendant(pool_dir, 's3', tmp_path / 'out')
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    from safetensors import safe_open
+    with safe_open(str(out / 'model.safetensors'), 'pt') as f:
+        keys = set(f.keys())
+    ref = timm_learngene.load_pool(pool_dir, descendant='s3')
+    assert keys == set(ref.state_dict())  # its own tensors, nothing else of the pool
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    x, want = _reference(pool_dir, 's3', 3)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), want, atol=0, rtol=0)
+    card = (out / 'README.md').read_text()
+    assert card.startswith('---\nlibrary_name: timm\n') and "learngene pool `tiny_l6`" in card
+    assert 'test top-1 61.25%' in card and str(pool_dir) in card
+    # the output folder must be new or empty; a failure leaves nothing beside it
+    with pytest.raises(ExportError, match='exists and is not an empty folder'):
+        export_descendant(pool_dir, 's3', out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
 def test_cli_export(pool_dir, tmp_path, capsys):

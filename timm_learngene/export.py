@@ -16,7 +16,8 @@ the preprocessing, the checked difference) and a ``README.md`` that names the po
 - ``torch.export``: ``model.pt2`` (``torch.export.save``; ``torch.export.load(path).module()`` runs it). Its weights
   are stored as raw bytes, never pickled (checked when written); like any .pt2, load only files you trust.
 - ``timm``: a folder ``timm.create_model('local-dir:OUT', pretrained=True)`` loads with no pool, written by
-  :func:`timm_learngene.hub.save_descendant`.
+  :func:`timm_learngene.save_descendant`, with a ``README.md`` model card naming the pool (push it as its own repo
+  with ``hf upload ORG/NAME OUT``).
 """
 import json
 import os
@@ -28,10 +29,9 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from . import hub
-from .checkpoint import load_pool
+from .checkpoint import load_pool, save_descendant
 from .errors import LearngeneError
-from .pool_file import read_pool_config
+from .pool_file import descendant_metrics, read_pool_config
 from .spec import find_descendant
 from .version import __version__
 
@@ -136,13 +136,61 @@ def export_torch(model: torch.nn.Module, path: Union[str, Path], tolerance: floa
     return diff
 
 
-def _save_timm(pool_dir: Path, name: str, out_dir: Path) -> Path:
-    save = getattr(hub, 'save_descendant', None)  # the standalone-folder writer of timm_learngene.hub
-    if save is None:
-        raise ExportError(f'--format timm needs timm_learngene.hub.save_descendant (a standalone timm folder for '
-                          f'one descendant), which timm_learngene {__version__} does not have yet; export a '
-                          f'deployable graph with --format onnx or --format torch.export')
-    return Path(save(pool_dir, name, out_dir))
+def _save_timm(pool_dir: Path, name: str, out_dir: Path, config: Dict[str, Any]) -> Path:
+    """:func:`~timm_learngene.checkpoint.save_descendant` of ``name`` (its tensors only, timm's config.json with the
+    pool's preprocessing and recipe) plus a model card naming the pool, written into a temporary folder and renamed
+    to ``out_dir`` when complete."""
+    model = load_pool(pool_dir, descendant=name).eval()
+    spec, info = model.pool_spec, model.info
+    measured = descendant_metrics(config['model_args'].get('descendants')).get(name, {})
+    tmp = _temp_dir(out_dir)
+    try:
+        save_descendant(model, tmp, recipe=config.get('recipe'))
+        (tmp / 'README.md').write_text(_descendant_card(spec, info, pool_dir, measured))
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _descendant_card(spec, info, pool_dir: Path, measured: Dict[str, Any]) -> str:
+    """README.md of a standalone descendant folder: Hub metadata, where it came from, how to load and push it."""
+    top1 = measured.get('top1')
+    facts = f'route `{info.route_label}`, {info.params:,} parameters, {info.gmacs:.4g} GMACs per image'
+    if top1 is not None:
+        facts += f', test top-1 {top1:.2f}% as recorded in the pool'
+    return '\n\n'.join([
+        '---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n- image-classification\n- timm\n'
+        '- learngene-pool\n- model-stitching\n---',
+        f'# Descendant `{info.name}` of the learngene pool `{spec.name}`',
+        f'One model cut out of the Learngene Pool `{spec.name}` (folder `{pool_dir}`) by '
+        f'[timm-learngene](https://pypi.org/project/timm-learngene/) {__version__}: {facts}. This folder holds only '
+        f"this descendant's tensors (`model.safetensors`) and timm's `config.json`; the rest of the pool is not "
+        f'needed.',
+        "```python\nimport timm\nimport timm_learngene  # registers the architecture\n\n"
+        "model = timm.create_model('local-dir:PATH_TO_THIS_FOLDER', pretrained=True).eval()\n"
+        "# after `hf upload ORG/NAME PATH_TO_THIS_FOLDER`: timm.create_model('hf-hub:ORG/NAME', pretrained=True)\n"
+        "cfg = timm.data.resolve_data_config(model=model)  # the preprocessing it was trained with\n```",
+        'Learngene Pool: Shi et al., "Building Variable-sized Models via Learngene Pool", AAAI 2024 '
+        '(arXiv:2312.05743).',
+    ]) + '\n'
+
+
+def _temp_dir(out_dir: Path) -> Path:
+    """A temporary folder next to ``out_dir``: a failed export leaves nothing behind."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.', suffix='.tmp'))
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished ``tmp`` to ``out_dir`` (absent or empty: checked before the export started)."""
+    if out_dir.is_dir():
+        out_dir.rmdir()
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+    os.rename(tmp, out_dir)
 
 
 def _readme(fmt: str, info: Dict[str, Any]) -> str:
@@ -189,12 +237,10 @@ def export_descendant(pool_dir: Union[str, Path], descendant: str, out_dir: Unio
     info = find_descendant(spec, descendant)
     _check_out_dir(out_dir)
     if format == 'timm':
-        return _save_timm(pool_dir, info.name, out_dir)
+        return _save_timm(pool_dir, info.name, out_dir, config)
     model = load_pool(pool_dir, descendant=info.name).float().eval()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # written into a temporary folder next to out_dir and renamed when complete and checked: a failed export leaves
-    # nothing behind
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.', suffix='.tmp'))
+    # written into a temporary folder next to out_dir and renamed when complete and checked
+    tmp = _temp_dir(out_dir)
     try:
         if format == 'onnx':
             graph = tmp / 'model.onnx'
@@ -214,12 +260,7 @@ def export_descendant(pool_dir: Union[str, Path], descendant: str, out_dir: Unio
         )
         (tmp / 'export.json').write_text(json.dumps(meta, indent=2))
         (tmp / 'README.md').write_text(_readme(format, meta))
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty: checked before the export started
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
-        os.rename(tmp, out_dir)
+        _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
