@@ -159,6 +159,8 @@ def test_profile_input_errors(pool_dir, tmp_path):
         profile_pool(pool_dir, threads=0, progress='none')
     with pytest.raises(CheckpointError, match='not found'):
         profile_pool(tmp_path / 'nowhere', progress='none')
+    with pytest.raises(CheckpointError, match='config.json is a file; profile takes the pool folder'):
+        profile_pool(pool_dir / 'config.json', progress='none')
     with pytest.raises(CheckpointError, match=r"descendants \['s40'\] that pool"):
         write_profile(pool_dir, _profile(device_signature('cpu'), {'s40': 1.0}))
 
@@ -220,6 +222,8 @@ def test_select_by_latency_without_a_profile_says_how_to_measure(pool_dir):
     assert str(e.value) == (f'no latency measured for {here.label}; measure it on that device with: python -m '
                             f'timm_learngene profile {pool_dir} --device cpu --dtype fp32 --batch-size 1 --threads '
                             f'{here.threads} (measured devices: none)')
+    with pytest.raises(NoProfileError, match=re.escape(f'python -m timm_learngene profile {pool_dir} --device')):
+        select(pool_dir / 'config.json', max_latency_ms=5.0)  # the command names the folder
     write_profile(pool_dir, _profile(device_signature('cpu', 'bf16'), {'s1': 1.0}))
     with pytest.raises(NoProfileError, match=re.escape(f'(measured devices: {device_signature("cpu", "bf16").label})')):
         select(pool_dir, max_latency_ms=5.0)

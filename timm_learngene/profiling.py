@@ -36,7 +36,7 @@ from .checkpoint import load_pool
 from .durable import atomic_write_text
 from .errors import CheckpointError, ConfigError
 from .pool_file import CONFIG_NAME, read_pool_config
-from .spec import enumerate_descendants
+from .spec import PoolSpec, enumerate_descendants
 from .training.progress import Progress
 
 __all__ = [
@@ -245,9 +245,6 @@ class Profile:
     settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     measured: str = ''
 
-    def latency_ms(self, name: str) -> float:
-        return self.results[name]['median_ms']
-
     def to_dict(self) -> Dict[str, Any]:
         return dict(device=self.device.to_dict(), measured=self.measured, settings=dict(self.settings),
                     descendants={k: dict(v) for k, v in self.results.items()})
@@ -301,7 +298,7 @@ def write_profile(pool_dir: Union[str, Path], profile: Profile) -> Path:
     if not path.is_dir():
         raise CheckpointError(f'{path} is not a pool folder; profiles are stored in a pool folder\'s {CONFIG_NAME}')
     config = _raw_config(path)
-    spec_names = {d.name for d in enumerate_descendants(read_pool_config(path)['model_args']['pool'])}
+    spec_names = {d.name for d in enumerate_descendants(PoolSpec.from_dict(config['model_args']['pool']))}
     unknown = sorted(set(profile.results) - spec_names, key=lambda n: (len(n), n))
     if unknown:
         raise CheckpointError(f'profile has descendants {unknown} that pool {path} does not have')
@@ -313,8 +310,10 @@ def write_profile(pool_dir: Union[str, Path], profile: Profile) -> Path:
 
 
 def profile_command(pool: Any, sig: DeviceSignature) -> str:
-    """The command line that measures ``sig`` for ``pool``."""
-    where = str(pool) if isinstance(pool, (str, Path)) else 'POOL_DIR'
+    """The command line that measures ``sig`` for ``pool`` (a pool folder or its config.json)."""
+    where = 'POOL_DIR'
+    if isinstance(pool, (str, Path)):
+        where = str(Path(pool).parent if Path(pool).is_file() else pool)
     return (f'python -m timm_learngene profile {where} --device {sig.kind} --dtype {sig.dtype} '
             f'--batch-size {sig.batch_size} --threads {sig.threads}')
 
@@ -414,8 +413,10 @@ def profile_pool(pool_dir: Union[str, Path], device='cpu', dtype: str = 'fp32', 
     Returns:
         the :class:`Profile`.
     """
-    config = read_pool_config(pool_dir)
-    spec = config['model_args']['pool']
+    if Path(pool_dir).is_file():
+        raise CheckpointError(f'{pool_dir} is a file; profile takes the pool folder (model.safetensors + '
+                              f'{CONFIG_NAME}), whose {CONFIG_NAME} it rewrites')
+    spec = read_pool_config(pool_dir)['model_args']['pool']
     infos = enumerate_descendants(spec)
     if descendants:
         names = {d.name for d in infos}
