@@ -177,7 +177,7 @@ def main(argv=None):
         models, gmacs = _models(spec, pool_dir)
         size = (spec.in_chans, spec.img_size, spec.img_size)
         t0 = time.perf_counter()
-        runs = [profile_models(models, size, args.device, args.dtype, batch, threads, progress='none', **settings)
+        runs = [profile_models(models, size, args.device, args.dtype, batch, threads, **settings)
                 for _ in range(2)]
         res = analyse(gmacs, *runs)
         title = f'{spec.name}, {spec.img_size} px, batch {batch}'

@@ -22,6 +22,7 @@ from timm_learngene.profiling import (
     time_models, write_profile,
 )
 from timm_learngene.select import BudgetError, select
+from timm_learngene.training.progress import Progress
 
 from conftest import tiny_spec
 
@@ -104,7 +105,7 @@ def test_profile_pool_writes_beside_other_devices_and_leaves_the_weights(pool_di
     weights = pool_dir / 'model.safetensors'
     before_sha, before_config = _sha(weights), json.loads((pool_dir / 'config.json').read_text())
     threads = torch.get_num_threads()
-    a = profile_pool(pool_dir, threads=1, warmup=1, repeats=3, min_sample_ms=0, progress='none')
+    a = profile_pool(pool_dir, threads=1, warmup=1, repeats=3, min_sample_ms=0)
     assert torch.get_num_threads() == threads  # restored
     names = [d['name'] for d in timm_learngene.read_pool_config(pool_dir)['model_args']['descendants']]
     assert list(a.results) == names == [f's{i}' for i in range(1, 19)]
@@ -115,13 +116,13 @@ def test_profile_pool_writes_beside_other_devices_and_leaves_the_weights(pool_di
     assert a.settings == dict(warmup=1, repeats=3, min_sample_ms=0, input_size=[3, 32, 32])
     # a second signature (batch 2) sits beside the first; the rest of config.json is as it was
     b = profile_pool(pool_dir, threads=1, batch_size=2, descendants=['s1', 's18'], warmup=0, repeats=2,
-                     min_sample_ms=0, progress='none')
+                     min_sample_ms=0)
     stored = read_profiles(pool_dir)
     assert [p.device for p in stored] == [a.device, b.device] and list(stored[1].results) == ['s1', 's18']
     after = json.loads((pool_dir / 'config.json').read_text())
     assert {k: v for k, v in after.items() if k != 'latency'} == before_config
     # the same signature again replaces its entry
-    c = profile_pool(pool_dir, threads=1, descendants=['s2'], warmup=0, repeats=1, min_sample_ms=0, progress='none')
+    c = profile_pool(pool_dir, threads=1, descendants=['s2'], warmup=0, repeats=1, min_sample_ms=0)
     assert [(p.device, list(p.results)) for p in read_profiles(pool_dir)] == [(b.device, ['s1', 's18']),
                                                                             (c.device, ['s2'])]
     assert _sha(weights) == before_sha
@@ -131,9 +132,11 @@ def test_profile_pool_writes_beside_other_devices_and_leaves_the_weights(pool_di
 
 def test_profile_pool_progress_lines(pool_dir, capsys):
     profile_pool(pool_dir, threads=1, descendants=['s1', 's2'], warmup=0, repeats=2, min_sample_ms=0,
-                 progress='lines', write=False)
-    out = capsys.readouterr().out
-    assert 'profile cpu fp32 batch 1 sample 6/6 (100%)' in out
+                 progress=lambda total, desc: Progress(total, desc=desc, mode='lines', unit='sample', every=3),
+                 write=False)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(',')[0] for line in out] == ['profile cpu fp32 batch 1 sample 3/6 (50%)',
+                                                    'profile cpu fp32 batch 1 sample 6/6 (100%)']
     assert read_profiles(pool_dir) == []  # write=False
 
 
@@ -152,13 +155,15 @@ def test_a_failed_write_leaves_config_json_as_it_was(pool_dir, monkeypatch):
 
 def test_profile_input_errors(pool_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown descendants \['s99'\]; pool 'tiny_l6' has s1\.\.s18"):
-        profile_pool(pool_dir, descendants=['s99'], progress='none')
+        profile_pool(pool_dir, descendants=['s99'])
     with pytest.raises(ConfigError, match='dtype must be one of'):
-        profile_pool(pool_dir, dtype='fp64', progress='none')
+        profile_pool(pool_dir, dtype='fp64')
     with pytest.raises(ConfigError, match='threads must be a positive integer'):
-        profile_pool(pool_dir, threads=0, progress='none')
+        profile_pool(pool_dir, threads=0)
     with pytest.raises(CheckpointError, match='not found'):
-        profile_pool(tmp_path / 'nowhere', progress='none')
+        profile_pool(tmp_path / 'nowhere')
+    with pytest.raises(CheckpointError, match='config.json is a file; profile takes the pool folder'):
+        profile_pool(pool_dir / 'config.json')
     with pytest.raises(CheckpointError, match=r"descendants \['s40'\] that pool"):
         write_profile(pool_dir, _profile(device_signature('cpu'), {'s40': 1.0}))
 
@@ -220,6 +225,8 @@ def test_select_by_latency_without_a_profile_says_how_to_measure(pool_dir):
     assert str(e.value) == (f'no latency measured for {here.label}; measure it on that device with: python -m '
                             f'timm_learngene profile {pool_dir} --device cpu --dtype fp32 --batch-size 1 --threads '
                             f'{here.threads} (measured devices: none)')
+    with pytest.raises(NoProfileError, match=re.escape(f'python -m timm_learngene profile {pool_dir} --device')):
+        select(pool_dir / 'config.json', max_latency_ms=5.0)  # the command names the folder
     write_profile(pool_dir, _profile(device_signature('cpu', 'bf16'), {'s1': 1.0}))
     with pytest.raises(NoProfileError, match=re.escape(f'(measured devices: {device_signature("cpu", "bf16").label})')):
         select(pool_dir, max_latency_ms=5.0)

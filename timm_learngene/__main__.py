@@ -17,6 +17,7 @@ from .hub_errors import hub_error
 from .logs import setup_logging
 from .profiling import DTYPES, profile_pool
 from .select import select
+from .training.progress import Progress
 
 __all__ = ['main', 'parse_args']
 
@@ -84,7 +85,9 @@ def _run_profile(args) -> int:
     names = [n.strip() for n in args.descendants.split(',') if n.strip()]
     prof = profile_pool(args.pool, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                         threads=args.threads, descendants=names or None, warmup=args.warmup, repeats=args.repeats,
-                        min_sample_ms=args.min_sample_ms, write=args.write, progress=args.progress)
+                        min_sample_ms=args.min_sample_ms, write=args.write,
+                        progress=lambda total, desc: Progress(total, desc=desc, mode=args.progress, unit='sample',
+                                                              every=max(1, total // 20)))
     print(f'{prof.device.label}; median of {args.repeats} samples per descendant, spread = interquartile range')
     print('| name | median ms | spread ms (q1..q3) | min ms | img/s |')
     print('|---|---:|---:|---:|---:|')

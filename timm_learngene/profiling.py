@@ -36,13 +36,16 @@ from .checkpoint import load_pool
 from .durable import atomic_write_text
 from .errors import CheckpointError, ConfigError
 from .pool_file import CONFIG_NAME, read_pool_config
-from .spec import enumerate_descendants
-from .training.progress import Progress
+from .spec import PoolSpec, enumerate_descendants
+
+# progress display: called with the total number of steps and the profile's description, returns an object with
+# ``step(n)`` and ``close()`` (timm_learngene.training.progress.Progress fits; the command lines pass one)
+ProgressFactory = Callable[[int, str], Any]
 
 __all__ = [
     'PROFILES_KEY', 'DTYPES', 'DeviceSignature', 'Profile', 'NoProfileError', 'device_signature', 'time_models',
     'summarize', 'profile_models', 'profile_pool', 'read_profiles', 'write_profile', 'find_profile',
-    'profile_command', 'fixed_threads',
+    'profile_command', 'fixed_threads', 'ProgressFactory',
 ]
 
 PROFILES_KEY = 'latency'
@@ -245,9 +248,6 @@ class Profile:
     settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
     measured: str = ''
 
-    def latency_ms(self, name: str) -> float:
-        return self.results[name]['median_ms']
-
     def to_dict(self) -> Dict[str, Any]:
         return dict(device=self.device.to_dict(), measured=self.measured, settings=dict(self.settings),
                     descendants={k: dict(v) for k, v in self.results.items()})
@@ -301,7 +301,7 @@ def write_profile(pool_dir: Union[str, Path], profile: Profile) -> Path:
     if not path.is_dir():
         raise CheckpointError(f'{path} is not a pool folder; profiles are stored in a pool folder\'s {CONFIG_NAME}')
     config = _raw_config(path)
-    spec_names = {d.name for d in enumerate_descendants(read_pool_config(path)['model_args']['pool'])}
+    spec_names = {d.name for d in enumerate_descendants(PoolSpec.from_dict(config['model_args']['pool']))}
     unknown = sorted(set(profile.results) - spec_names, key=lambda n: (len(n), n))
     if unknown:
         raise CheckpointError(f'profile has descendants {unknown} that pool {path} does not have')
@@ -313,8 +313,10 @@ def write_profile(pool_dir: Union[str, Path], profile: Profile) -> Path:
 
 
 def profile_command(pool: Any, sig: DeviceSignature) -> str:
-    """The command line that measures ``sig`` for ``pool``."""
-    where = str(pool) if isinstance(pool, (str, Path)) else 'POOL_DIR'
+    """The command line that measures ``sig`` for ``pool`` (a pool folder or its config.json)."""
+    where = 'POOL_DIR'
+    if isinstance(pool, (str, Path)):
+        where = str(Path(pool).parent if Path(pool).is_file() else pool)
     return (f'python -m timm_learngene profile {where} --device {sig.kind} --dtype {sig.dtype} '
             f'--batch-size {sig.batch_size} --threads {sig.threads}')
 
@@ -366,12 +368,12 @@ def _wanted_signature(device) -> DeviceSignature:
 # ---- measuring -----------------------------------------------------------------------------------------------------
 def profile_models(models: Mapping[str, torch.nn.Module], input_size: Sequence[int], device='cpu',
                    dtype: str = 'fp32', batch_size: int = 1, threads: Optional[int] = None, warmup: int = 3,
-                   repeats: int = 20, min_sample_ms: float = 20.0, progress: str = 'auto',
+                   repeats: int = 20, min_sample_ms: float = 20.0, progress: Optional[ProgressFactory] = None,
                    desc: str = 'profile') -> Profile:
     """Time every model of ``models`` (name -> module) on ``device`` at ``batch_size`` x ``input_size`` (C, H, W),
     weights and input in ``dtype``, in eval mode with ``threads`` intra-op threads (default: torch's current),
-    and return the :class:`Profile` (not stored). The models are moved and cast in place. ``progress``: ``auto``,
-    ``bar``, ``lines`` or ``none`` (:class:`timm_learngene.training.progress.Progress`)."""
+    and return the :class:`Profile` (not stored). The models are moved and cast in place. ``progress(total, desc)``
+    makes the progress display (see :data:`ProgressFactory`; ``None``: nothing shown)."""
     dev = _kind(device)
     if dtype not in DTYPES:
         raise ConfigError(f'dtype must be one of {", ".join(DTYPES)}, got {dtype!r}')
@@ -386,13 +388,14 @@ def profile_models(models: Mapping[str, torch.nn.Module], input_size: Sequence[i
         for name, m in models.items():
             m.to(dev, DTYPES[dtype]).eval()
             fns[name] = (lambda m=m: m(x))
-        bar = Progress(len(fns) * (1 + repeats), desc=desc, mode=progress, unit='sample',
-                       every=max(1, len(fns)))
+        bar = progress(len(fns) * (1 + repeats), desc) if progress is not None else None
         try:
             with torch.inference_mode():
-                times = time_models(fns, dev, warmup, repeats, min_sample_ms, progress=bar.step)
+                times = time_models(fns, dev, warmup, repeats, min_sample_ms,
+                                    progress=bar.step if bar is not None else None)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
     settings = dict(warmup=warmup, repeats=repeats, min_sample_ms=min_sample_ms, input_size=list(input_size))
     return Profile(sig, {k: summarize(v, batch_size) for k, v in times.items()}, settings, now)
@@ -401,7 +404,7 @@ def profile_models(models: Mapping[str, torch.nn.Module], input_size: Sequence[i
 def profile_pool(pool_dir: Union[str, Path], device='cpu', dtype: str = 'fp32', batch_size: int = 1,
                  threads: Optional[int] = None, descendants: Optional[Sequence[str]] = None, warmup: int = 3,
                  repeats: int = 20, min_sample_ms: float = 20.0, write: bool = True,
-                 progress: str = 'auto') -> Profile:
+                 progress: Optional[ProgressFactory] = None) -> Profile:
     """Measure every descendant (or those named in ``descendants``) of the pool in folder ``pool_dir`` on this
     machine and, with ``write``, store the profile in its config.json (:func:`write_profile`).
 
@@ -411,11 +414,14 @@ def profile_pool(pool_dir: Union[str, Path], device='cpu', dtype: str = 'fp32', 
         batch_size: images per forward pass (``median_ms`` is per pass; ``img_s`` = batch / median).
         threads: torch intra-op threads while measuring (default: torch's current count); recorded.
         warmup, repeats, min_sample_ms: see :func:`time_models`.
+        progress: makes the progress display (:data:`ProgressFactory`); ``None``: nothing shown.
     Returns:
         the :class:`Profile`.
     """
-    config = read_pool_config(pool_dir)
-    spec = config['model_args']['pool']
+    if Path(pool_dir).is_file():
+        raise CheckpointError(f'{pool_dir} is a file; profile takes the pool folder (model.safetensors + '
+                              f'{CONFIG_NAME}), whose {CONFIG_NAME} it rewrites')
+    spec = read_pool_config(pool_dir)['model_args']['pool']
     infos = enumerate_descendants(spec)
     if descendants:
         names = {d.name for d in infos}

@@ -34,6 +34,7 @@ from ..training.loop import finish, make_accelerator
 from ..training.launch import apply_launcher, write_launch_record
 from ..training.setup import check_inputs, resolve_precision
 from ..training.metrics import accuracy
+from ..training.progress import Progress
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
@@ -115,7 +116,9 @@ def run(cfg):
         dtype = 'bf16' if cfg.mixed_precision == 'bf16' else 'fp32'
         models = {d.name: pool.descendant(d) for d in descendants}
         profiles = [profile_models(models, size, accelerator.device, dtype, batch, repeats=cfg.repeats,
-                                   progress=cfg.progress, desc=f'profile batch {batch}')
+                                   progress=lambda total, desc: Progress(total, desc=desc, mode=cfg.progress,
+                                                                         unit='sample', every=max(1, total // 20)),
+                                   desc=f'profile batch {batch}')
                     for batch in (1, cfg.throughput_batch)]
         speed = speed_columns(*profiles)
     rows = [r for r in descendant_rows(pool, acc, speed, names=[d.name for d in descendants])]
