@@ -15,6 +15,7 @@ from timm_learngene.profiling import NoProfileError, Profile, device_signature, 
 from timm_learngene.snnet import anchor_pool, anchor_spec
 from timm_learngene.spec import enumerate_descendants, member_params, stitch_positions
 from timm_learngene.stitch_init import init_stitches, lstsq_affine, member_features, ridge_compose
+from timm_learngene.training.progress import Progress
 
 from conftest import tiny_spec
 
@@ -83,11 +84,12 @@ def test_lstsq_init_fits_each_window_to_the_mean_of_its_positions():
 def test_stitch_init_reports_progress_per_feature_pass_and_solve(capsys):
     pool = _pool()
     spec = pool.pool_spec
-    init_stitches(pool, 'lstsq', torch.randn(4, 3, 32, 32), progress='lines')
+    shown = lambda total, desc: Progress(total, desc=desc, mode='lines', every=max(1, total // 10), unit='solve')  # noqa: E731
+    init_stitches(pool, 'lstsq', torch.randn(4, 3, 32, 32), progress=shown)
     out = capsys.readouterr().out
     total = 2 + 3 * spec.depth - 2  # two members' feature passes, one solve per position
     assert f'stitch init (lstsq) solve {total}/{total} (100%)' in out
-    init_stitches(pool, 'learngene', progress='none')
+    init_stitches(pool, 'learngene')
     assert capsys.readouterr().out == ''
 
 

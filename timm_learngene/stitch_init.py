@@ -5,16 +5,14 @@ A stitch layer of the pair (front, end) and window w is shared by every position
 method solves one affine map per position and the layer gets their mean.
 """
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from accelerate import PartialState
 from torch import nn
 
 from .errors import PoolSpecError
 from .models.learngene_pool import LearngenePool
 from .spec import stitch_positions
-from .training.progress import Progress
 
 __all__ = ['STITCH_INITS', 'init_stitches', 'lstsq_affine', 'ridge_compose', 'member_features']
 
@@ -67,16 +65,25 @@ def _nearest(blocks: Sequence[int], target: int) -> int:
     return min(range(len(blocks)), key=lambda p: (abs(blocks[p] - target), p))
 
 
+class _Silent:
+    def step(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @torch.no_grad()
 def init_stitches(pool: LearngenePool, method: str = 'lstsq', images: Optional[torch.Tensor] = None,
-                  lam: float = 0.01, progress: str = 'none') -> Dict[str, int]:
+                  lam: float = 0.01, progress: Optional[Callable[[int, str], Any]] = None) -> Dict[str, int]:
     """Set every stitch layer of ``pool`` in place by ``method``; returns the number of positions solved per pair.
 
     ``lstsq`` needs ``images`` (SN-Net uses ~100 training images, un-augmented): X = front block j output,
     Y = end block k-1 output (the end member's embedding output when k = 0).
     ``learngene`` and ``transpose`` need the pool's distillation transforms and no data.
-    ``progress``: ``auto``, ``bar``, ``lines`` or ``none`` (:class:`~timm_learngene.training.progress.Progress`, shown
-    on the main process): one step per member's feature pass and per solved position.
+    ``progress(total, desc)``: a display with ``step()`` and ``close()`` (the recipes pass
+    :class:`~timm_learngene.training.progress.Progress`), stepped once per member's feature pass and per solved
+    position; None shows nothing.
     """
     if method not in STITCH_INITS:
         raise ValueError(f'unknown stitch init {method!r}; choose one of {STITCH_INITS}')
@@ -88,8 +95,7 @@ def init_stitches(pool: LearngenePool, method: str = 'lstsq', images: Optional[t
         raise ValueError("stitch init 'lstsq' needs calibration images (SN-Net uses ~100 training images)")
     positions = stitch_positions(spec)
     total = len(positions) * len(spec.pairs) + (len(spec.members) if method == 'lstsq' else 0)
-    bar = Progress(total, desc=f'stitch init ({method})', mode=progress, every=max(1, total // 10),
-                   enabled=PartialState().is_main_process, unit='solve')
+    bar = progress(total, f'stitch init ({method})') if progress is not None else _Silent()
     feats = {}
     if method == 'lstsq':
         device = next(pool.parameters()).device

@@ -32,6 +32,7 @@ from ..snnet import anchor_pool
 from ..stitch_init import STITCH_INITS, init_stitches
 from ..training.loop import finish, fit, latest_checkpoint
 from ..training.metrics import accuracy
+from ..training.progress import Progress
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
@@ -125,7 +126,10 @@ def run(cfg):
             calib = build_dataset(vars(cfg), 'train', spec.img_size, spec.in_chans, spec.num_classes, augment=False)
             idx = torch.randperm(len(calib), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.init_images]
             images = torch.stack([calib[int(i)][0] for i in idx])
-        solved = init_stitches(pool, cfg.stitch_init, images, lam=cfg.ridge_lambda, progress=cfg.progress)
+        solved = init_stitches(
+            pool, cfg.stitch_init, images, lam=cfg.ridge_lambda,
+            progress=lambda total, desc: Progress(total, desc=desc, mode=cfg.progress, every=max(1, total // 10),
+                                                  enabled=PartialState().is_main_process, unit='solve'))
         PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
     routes = set_trainable(pool, cfg.train)
     teacher = _teacher(cfg, recipe)
