@@ -108,3 +108,22 @@ def test_pareto_points_are_labelled_with_descendant_names(tmp_path, monkeypatch)
     rows = [dict(name='s1', gmacs=0.1, top1=50.0), dict(name='s2', gmacs=0.2, top1=60.0), dict(name='s3', gmacs=0.3)]
     path = pareto_plot({'pool': rows}, tmp_path / 'p.png')
     assert labels == ['s1', 's2'] and path.read_bytes()[:4] == b'\x89PNG'
+
+
+def test_accuracy_steps_a_progress_display_per_batch(capsys):
+    import torch
+    from accelerate import Accelerator
+
+    from timm_learngene.training.metrics import accuracy
+    _reset()
+    accelerator = Accelerator(cpu=True)
+    data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.arange(10) % 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    acc = accuracy(accelerator, lambda x: {'m': torch.stack([x[:, 0], -x[:, 0]], 1)}, loader,
+                   progress=lambda total: Progress(total, desc='evaluate', mode='lines', every=1, unit='batch'))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(',')[0] for line in lines] == ['evaluate batch 1/3 (33%)', 'evaluate batch 2/3 (67%)',
+                                                      'evaluate batch 3/3 (100%)']
+    want = 100.0 * sum(int((x[0] < 0).item()) == int(y) for x, y in data) / 10  # class 1 wins when -x0 > x0
+    assert acc['m'] == pytest.approx(want)
+    _reset()

@@ -105,7 +105,9 @@ def run(cfg):
         loader = accelerator.prepare(loader)
         with accelerator.autocast():
             return accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader,
-                            topk=topk)
+                            topk=topk, progress=lambda total: Progress(
+                                total, desc=f'evaluate {split} ({len(descendants)} descendants)', mode=cfg.progress,
+                                unit='batch', every=max(1, total // 10), enabled=accelerator.is_main_process))
 
     acc = measure('eval', (1, 5))
     if cfg.val_size:
