@@ -6,6 +6,7 @@
 # (default ~/.cache/timm-learngene); timm's test file is run as shipped, with conftest_plugin.py loaded.
 set -euo pipefail
 PY=${1:?usage: run.sh PYTHON [MODEL_PATTERNS] [pytest args]}
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # the run cds into the sdist
 PATTERNS=${2:-learngene_pool*}
 shift $(( $# >= 2 ? 2 : 1 ))
 HERE=$(cd "$(dirname "$0")" && pwd)
