@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
+from huggingface_hub import ModelCardData
 
 from .checkpoint import load_pool, save_descendant
 from .errors import LearngeneError
+from .model_card import TAGS
 from .pool_file import descendant_metrics, read_pool_config
 from .spec import find_descendant
 from .version import __version__
@@ -161,8 +163,8 @@ def _descendant_card(spec, info, pool_dir: Path, measured: Dict[str, Any]) -> st
     if top1 is not None:
         facts += f', test top-1 {top1:.2f}% as recorded in the pool'
     return '\n\n'.join([
-        '---\nlibrary_name: timm\npipeline_tag: image-classification\ntags:\n- image-classification\n- timm\n'
-        '- learngene-pool\n- model-stitching\n---',
+        '---\n' + ModelCardData(library_name='timm', pipeline_tag='image-classification', tags=list(TAGS)).to_yaml()
+        + '\n---',
         f'# Descendant `{info.name}` of the learngene pool `{spec.name}`',
         f'One model cut out of the Learngene Pool `{spec.name}` (folder `{pool_dir}`) by '
         f'[timm-learngene](https://pypi.org/project/timm-learngene/) {__version__}: {facts}. This folder holds only '

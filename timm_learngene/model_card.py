@@ -15,7 +15,7 @@ from .pool_file import descendant_table
 from .profiling import read_profiles
 from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 
-__all__ = ['render_model_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
+__all__ = ['TAGS', 'render_model_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
 
 PARETO_NAME = 'pareto.png'
 
@@ -38,7 +38,7 @@ _SNNET_CITATION = """@inproceedings{pan2023snnet,
 # Recipe dataset names (timm_learngene.data) -> Hub dataset ids for the card metadata, and their display names.
 _HUB_DATASETS = {'fashion_mnist': 'zalando-datasets/fashion_mnist', 'imagenet': 'imagenet-1k'}
 _DATASET_NAMES = {'zalando-datasets/fashion_mnist': 'Fashion-MNIST', 'imagenet-1k': 'ImageNet-1K'}
-_TAGS = ['image-classification', 'timm', 'learngene-pool', 'model-stitching', 'vision-transformer']
+TAGS = ['image-classification', 'timm', 'learngene-pool', 'model-stitching', 'vision-transformer']
 
 
 def descendant_infos(config: Mapping[str, Any]) -> List[DescendantInfo]:
@@ -91,7 +91,7 @@ def card_data(config: Mapping[str, Any], datasets: Optional[Sequence[str]] = Non
                               metric_type='accuracy', metric_name=f'{d.name} top-1 (%)', metric_value=d.metrics['top1'])
                    for d in descendant_infos(config) if d.metrics.get('top1') is not None]
     return ModelCardData(library_name='timm', license=license or cfg.get('license') or 'apache-2.0',
-                         tags=list(_TAGS), datasets=datasets or None, pipeline_tag='image-classification',
+                         tags=list(TAGS), datasets=datasets or None, pipeline_tag='image-classification',
                          model_name=f'learngene-pool-{spec.name}' if results else None,
                          eval_results=results or None)
 
