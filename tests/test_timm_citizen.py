@@ -53,11 +53,17 @@ def test_no_pretrained_tags_and_clear_error():
         timm.create_model('learngene_pool_s1', pretrained=True)
 
 
-def test_data_config_travels_with_a_one_channel_pool(tmp_path):
+def test_data_config_travels_with_a_one_channel_pool(tmp_path, caplog):
     spec = tiny_spec(6, in_chans=1)
     recipe = dict(dataset='fashion_mnist', crop_pct=1.0, interpolation='bilinear')
     pool = timm.create_model('learngene_pool', pool=spec)
-    save_pool(pool, tmp_path / 'pool', data_config=eval_data_config(recipe, spec.img_size, 1))
+    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+        save_pool(pool, tmp_path / 'old')  # no data config: ImageNet's 3-channel mean and std stay
+    assert 'mean and std has 3 values for a 1-channel model' in caplog.text and 'data_config=' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+        save_pool(pool, tmp_path / 'pool', data_config=eval_data_config(recipe, spec.img_size, 1))
+    assert 'channel model' not in caplog.text
     m = timm.create_model(f'local-dir:{tmp_path / "pool"}', pretrained=True, descendant='s3')
     data = resolve_data_config(model=m)
     # lists, as timm reads any config.json (its own Hub models' too)

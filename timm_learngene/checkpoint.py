@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from .durable import atomic_write, atomic_write_text, fsync, fsync_tree, remove_paths
 from .errors import CheckpointError
+from .logs import get_logger
 from .models.learngene_pool import Descendant, LearngenePool
 from .pool_file import (  # noqa: F401  (re-exported: the reader's public names)
     ARCHITECTURES, CONFIG_NAME, FORMAT_VERSION, META_CHECKSUMS, META_DESCENDANT, META_FORMAT, META_SPEC, WEIGHTS_NAME,
@@ -27,6 +28,8 @@ from .pool_file import (  # noqa: F401  (re-exported: the reader's public names)
     read_pool_config,
 )
 from .spec import DescendantInfo, enumerate_descendants, find_descendant
+
+logger = get_logger(__name__)
 
 __all__ = ['save_pool', 'save_descendant', 'load_pool', 'update_pool_metrics', 'load_pool_weights', 'check_pool_file',
            'check_model_args', 'check_pretrained_cfg', 'read_pool_config', 'pool_weights_file', 'WEIGHTS_NAME',
@@ -146,6 +149,11 @@ def _pretrained_cfg(model: torch.nn.Module, spec, data_config: Optional[Mapping[
     for k, v in (data_config or {}).items():
         cfg[k] = list(v) if isinstance(v, tuple) else v
     cfg.update(num_classes=spec.num_classes, input_size=[spec.in_chans, spec.img_size, spec.img_size])
+    wrong = [k for k in ('mean', 'std') if isinstance(cfg.get(k), (list, tuple)) and len(cfg[k]) != spec.in_chans]
+    if wrong:  # e.g. a pool saved before its data config was recorded: ImageNet's 3-channel values remain
+        logger.warning('%s has %d values for a %d-channel model (timm.data.resolve_data_config would give the wrong '
+                       'preprocessing); pass data_config= with the mean and std it was trained with',
+                       ' and '.join(wrong), len(cfg[wrong[0]]), spec.in_chans)
     cfg.setdefault('license', 'apache-2.0')
     cfg.setdefault('paper_ids', 'arXiv:2312.05743')
     return cfg
