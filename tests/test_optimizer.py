@@ -82,3 +82,35 @@ def test_bad_optimizer_and_layer_decay_on_a_pool_are_config_errors():
         make_optimizer(pool, 1e-3, 0.05, opt='adamx')
     with pytest.raises(ConfigError, match='--layer-decay 0.7 needs a model with group_matcher'):
         make_optimizer(pool, 1e-3, 0.05, layer_decay=0.7)
+
+
+def test_stitch_lr_scale_multiplies_only_the_stitch_layers_and_keeps_decay_rules():
+    from timm_learngene.recipes.finetune import _stitch_lr
+
+    pool = LearngenePool(tiny_spec(6))
+    set_trainable(pool, 'all')
+    plain = _groups(make_optimizer(pool, 1e-3, 0.05))
+    scaled = _groups(make_optimizer(pool, 1e-3, 0.05, lr_scale=_stitch_lr(10.0)))
+    assert set(scaled) == set(plain)
+    names = {id(p): n for n, p in pool.named_parameters()}
+    assert any(n.startswith('stitches.') for n in names.values())
+    for key, (lr, wd) in scaled.items():
+        factor = 10.0 if names[key].startswith('stitches.') else 1.0
+        assert lr == pytest.approx(plain[key][0] * factor), names[key]
+        assert wd == plain[key][1], names[key]
+    assert _stitch_lr(1.0) is None
+
+
+def test_lr_scale_composes_with_layer_decay_and_without_weight_decay():
+    model = timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, embed_dim=16, depth=3, num_heads=2,
+                              num_classes=5)
+    head_x3 = lambda name: 3.0 if name.startswith('head.') else 1.0  # noqa: E731
+    decayed = _groups(make_optimizer(model, 1e-2, 0.05, layer_decay=0.5))
+    both = _groups(make_optimizer(model, 1e-2, 0.05, layer_decay=0.5, lr_scale=head_x3))
+    params = dict(model.named_parameters())
+    assert both[id(params['head.weight'])][0] == pytest.approx(3 * decayed[id(params['head.weight'])][0])
+    assert both[id(params['blocks.0.mlp.fc1.weight'])] == pytest.approx(decayed[id(params['blocks.0.mlp.fc1.weight'])])
+    no_wd = _groups(make_optimizer(model, 1e-2, 0.0, lr_scale=head_x3))
+    assert set(no_wd) == {id(p) for p in model.parameters()}
+    assert no_wd[id(params['head.bias'])] == (pytest.approx(3e-2), 0.0)
+    assert no_wd[id(params['pos_embed'])] == (1e-2, 0.0)

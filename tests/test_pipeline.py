@@ -170,9 +170,13 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path, capsys):
     # the demo's targets, each measured and marked met or not
     assert '## Targets' in text and 'distilled tiny3 top-1 (test)' in text and 'change in joint finetuning' in text
     assert len(list(csv.DictReader(open(out / 'eval_distilled' / 'descendants.csv')))) == 2  # the members alone
-    # a second run reuses every stage
-    again = pipeline.main(['--preset', str(path), '--output', str(out)])
-    assert 'ancestry 0, distill 0, eval_distilled 0, finetune 0, evaluate 0' in again.read_text()
+    # a second run reuses every stage, each reported with the wall time it took when it ran
+    first = dict(re.findall(r'(\w+) (\d+)', text.split('Wall time per stage (s): ')[1].split(' (total')[0]))
+    assert list(first) == ['ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate']
+    again = pipeline.main(['--preset', str(path), '--output', str(out)]).read_text()
+    line = again.split('Wall time per stage (s): ')[1].split('\n')[0]
+    assert line.startswith(', '.join(f'{k} {v} (reused)' for k, v in first.items()))
+    assert 'a reused stage shows the time it took when it ran' in line
     # --until stops after a stage (and returns its result)
     assert pipeline.main(['--preset', str(path), '--output', str(out), '--until', 'distill']) == \
         out / 'distill' / 'pool' / 'model.safetensors'

@@ -45,6 +45,15 @@ def _check(cfg) -> None:
     if bool(cfg.pool) == bool(cfg.anchors):
         raise ConfigError('finetune: pass exactly one of --pool FOLDER (a distilled pool) or --anchors A,B,C '
                           '(SN-Net)')
+    if not cfg.stitch_lr_scale > 0:
+        raise ConfigError(f'finetune: --stitch-lr-scale must be above 0 (a multiple of --lr), got '
+                          f'{cfg.stitch_lr_scale}; use --train all with 1 for one lr, or --train stitches to freeze '
+                          f'the blocks')
+
+
+def _stitch_lr(scale: float):
+    """``make_optimizer``'s ``lr_scale``: ``scale`` on the pool's stitch layers; None (one lr) for 1."""
+    return None if scale == 1.0 else (lambda name: scale if name.startswith('stitches.') else 1.0)
 
 
 OPTIONS = OptionTable([
@@ -65,6 +74,9 @@ OPTIONS = OptionTable([
            group='finetune'),
     Option('train', str, 'all', 'what is trained: all (blocks and stitch layers, the paper) or stitches (only the '
            'stitch layers; the blocks stay the distilled learngenes)', choices=TRAIN_MODES, group='finetune'),
+    Option('stitch_lr_scale', float, 1.0, "the stitch layers' lr as a multiple of --lr (with --train all: the only "
+           "weights each stitched route has to itself, freshly fitted, next to blocks that are already trained)",
+           group='finetune'),
     Option('routes_per_step', int, 3, 'descendants trained per optimizer step (their losses averaged, one teacher '
            'forward); with --train all and 3 or more, the smallest and the largest member are always among them '
            '(the sandwich rule: drawn alone on 1/N of the steps, the members were dragged down by the stitched '
@@ -148,7 +160,7 @@ def run(cfg):
     probe_routes = list(always) or routes[-cfg.routes_per_step:]
     accelerator = start_run(cfg, trainer, lambda m, b: m(b[0], b[1], probe_routes), **shape, find_unused_parameters=True)
     out = Path(cfg.output)
-    prep = prepare_run(cfg, accelerator, trainer, pool, **shape)
+    prep = prepare_run(cfg, accelerator, trainer, pool, **shape, lr_scale=_stitch_lr(cfg.stitch_lr_scale))
     trainer = prep.model
     core = accelerator.unwrap_model(trainer)
 

@@ -105,11 +105,13 @@ def _reset_accelerate():
 
 class _StageRunner:
     """Runs one stage: skipped when its result ``done`` and its marker exist (unless ``force``), resumed from its
-    checkpoints when it has some, else run from the start; records its wall time."""
+    checkpoints when it has some, else run from the start; records its wall time (a reused stage: the time its
+    marker recorded when it ran, the stage's name in ``reused``)."""
 
     def __init__(self, shared: Dict, force: bool, until: str = ''):
         self.shared, self.force, self.until = shared, force, until
         self.timings: Dict[str, float] = {}
+        self.reused: List[str] = []
 
     def __call__(self, stage: str, recipe, options: Dict, done: Path) -> None:
         # a stage counts as done only once its recipe returned: a marker written after it, next to the outputs
@@ -117,7 +119,8 @@ class _StageRunner:
         marker = Path(options.get('output', done.parent)) / STAGE_DONE
         if done.exists() and marker.exists() and not self.force:
             print(f'[{stage}] reusing {done}')
-            self.timings[stage] = 0.0
+            self.timings[stage] = _recorded_seconds(marker)
+            self.reused.append(stage)
             self._stop_after(stage, done)
             return
         output = options.get('output')
@@ -138,12 +141,21 @@ class _StageRunner:
         self.timings[stage] = time.perf_counter() - t
         print(f'[{stage}] done in {format_seconds(self.timings[stage])} -> {done}', flush=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({'stage': stage, 'seconds': round(self.timings[stage], 1)}))
+        marker.write_text(json.dumps({'stage': stage, 'seconds': self.timings[stage]}))
         self._stop_after(stage, done)
 
     def _stop_after(self, stage: str, done: Path) -> None:
         if stage == self.until:
             raise _StopAfter(done)
+
+
+def _recorded_seconds(marker: Path) -> float:
+    """The wall time a stage's marker recorded when the stage ran; 0 for a marker without one."""
+    try:
+        seconds = json.loads(marker.read_text()).get('seconds', 0.0)
+    except (ValueError, AttributeError):
+        return 0.0
+    return float(seconds) if isinstance(seconds, (int, float)) else 0.0
 
 
 class _StopAfter(Exception):
@@ -200,7 +212,7 @@ def _run_stages(preset: Dict, out: Path, stages: _StageRunner) -> Path:
     ev = out / 'eval'
     stages('evaluate', evaluate, dict(preset.get('evaluate', {}), output=str(ev), pool=str(ft / 'pool')),
            ev / 'descendants.csv')
-    report = write_report(out, preset, stages.timings)
+    report = write_report(out, preset, stages.timings, stages.reused)
     print(report.read_text())
     print(f'report: {report}\npool:   {ft / "pool"}  (timm.create_model("local-dir:{ft / "pool"}", '
           f'descendant="s3", pretrained=True))')
@@ -283,9 +295,9 @@ def demo_checks(out: Path, targets: Dict) -> List[Dict]:
     return checks
 
 
-def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
-    """OUTPUT/report/report.md: settings, per-stage wall time, the targets met or not, the descendant table, the
-    Pareto plot."""
+def write_report(out: Path, preset: Dict, timings: Dict[str, float], reused: Sequence[str] = ()) -> Path:
+    """OUTPUT/report/report.md: settings, per-stage wall time (``reused`` stages: as recorded when they ran), the
+    targets met or not, the descendant table, the Pareto plot."""
     rep = out / 'report'
     rep.mkdir(parents=True, exist_ok=True)
     rows = read_rows(out / 'eval' / 'descendants.csv')
@@ -298,8 +310,10 @@ def write_report(out: Path, preset: Dict, timings: Dict[str, float]) -> Path:
         f'Ancestry: ViT {anc.get("embed_dim")} wide, {anc.get("depth")} blocks, {anc.get("num_heads")} heads; '
         f'pool `{spec.name}`: {members}; {spec.img_size} px, patch {spec.patch_size}, {spec.in_chans} channel(s), '
         f'{spec.num_classes} classes. Stitch kernel {spec.stitch_kernel}, stride {spec.stitch_stride}.', '',
-        'Wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timings.items())
-        + f' (total {sum(timings.values()):.0f}; 0 = reused).', '',
+        'Wall time per stage (s): ' + ', '.join(f'{k} {v:.0f}' + (' (reused)' * (k in reused))
+                                                for k, v in timings.items())
+        + f' (total {sum(timings.values()):.0f}'
+        + ('; a reused stage shows the time it took when it ran' if reused else '') + ').', '',
         *_targets_section(out, preset, timings),
         write_markdown(rows, title=f'{len(rows)} descendants (top-1 on the test set; val_top1 on the '
                                    f'{preset.get("val_size", 0)} held-out training images)'),
@@ -326,8 +340,8 @@ def _targets_section(out: Path, preset: Dict, timings: Dict[str, float]) -> List
     budget = preset['targets'].get('stage_minutes')
     total = sum(timings.values())
     if budget:
-        lines.append(f'| stage time (this run; precision {precision or "?"}) | {total / 60:.1f} min | <= {budget} min '
-                     f"on a 2-core CPU with bf16 | {'yes' if 0 < total <= budget * 60 else 'see note'} |")
+        lines.append(f'| stage time (sum over the stages; precision {precision or "?"}) | {total / 60:.1f} min '
+                     f"| <= {budget} min on a 2-core CPU with bf16 | {'yes' if 0 < total <= budget * 60 else 'see note'} |")
     lines += ['', f'{sum(c["met"] for c in checks)} of {len(checks)} accuracy targets met. Accuracy is set by the '
               'step counts below, the wall time by the precision.', '']
     return lines

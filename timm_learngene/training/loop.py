@@ -74,12 +74,16 @@ def make_accelerator(cfg, find_unused_parameters: bool = False) -> Accelerator:
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: str = 'adamw',
-                   layer_decay: float = 0.0) -> torch.optim.Optimizer:
+                   layer_decay: float = 0.0,
+                   lr_scale: Optional[Callable[[str], float]] = None) -> torch.optim.Optimizer:
     """timm's ``create_optimizer_v2`` over ``model``'s trainable parameters: ``opt`` by timm's name, no weight decay
     on 1-d tensors, biases and ``model.no_weight_decay()``; ``layer_decay`` > 0 scales each group's lr by timm's
-    layer-wise factor (``model.group_matcher``). The factor is folded into the group's lr here, because the cosine
-    schedule (a ``LambdaLR``) scales each group's initial lr and does not read timm's ``lr_scale``."""
+    layer-wise factor (``model.group_matcher``). ``lr_scale(name)`` multiplies the lr of the parameter ``name``
+    (e.g. a higher lr for finetuning's stitch layers); its groups are split out of timm's. The factors are folded
+    into each group's lr here, because the cosine schedule (a ``LambdaLR``) scales each group's initial lr and does
+    not read timm's ``lr_scale``."""
     from timm.optim import create_optimizer_v2, list_optimizers
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
     names = list_optimizers()
     if opt.lower() not in names:
@@ -89,7 +93,18 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: 
                           f'{type(model).__name__} has none (use --layer-decay 0)')
     # frozen parameters stay out of the groups: without weight decay timm would pass model.parameters() whole
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if layer_decay:
+    if lr_scale is not None:
+        no_wd = set(getattr(model, 'no_weight_decay', lambda: set())())
+        if layer_decay:
+            groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_wd, layer_decay=layer_decay)
+        elif weight_decay:
+            groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_wd)
+        else:
+            groups = [{'params': [p for _, p in trainable], 'weight_decay': 0.0}]
+        groups = _split_groups(groups, dict((id(p), n) for n, p in trainable), lr_scale)
+        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay,
+                                        param_group_fn=lambda _: groups)
+    elif layer_decay:
         optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
     elif weight_decay:
         optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay)
@@ -98,6 +113,18 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: 
     for group in optimizer.param_groups:
         group['lr'] = lr * group.pop('lr_scale', 1.0)
     return optimizer
+
+
+def _split_groups(groups, names: Dict[int, str], lr_scale: Callable[[str], float]) -> list:
+    """Each of timm's parameter groups split by ``lr_scale(name)``; a part's ``lr_scale`` is the group's times it."""
+    out = []
+    for group in groups:
+        parts: Dict[float, list] = {}
+        for p in group['params']:
+            parts.setdefault(float(lr_scale(names[id(p)])), []).append(p)
+        for scale, params in parts.items():
+            out.append(dict(group, params=params, lr_scale=group.get('lr_scale', 1.0) * scale))
+    return out
 
 
 def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.01):

@@ -103,10 +103,11 @@ class PreparedRun:
 
 
 def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: torch.nn.Module, *, img_size: int,
-                in_chans: int, num_classes: int) -> PreparedRun:
+                in_chans: int, num_classes: int, lr_scale: Optional[Callable[[str], float]] = None) -> PreparedRun:
     """Build the training loader (and, with ``cfg.eval``, the evaluation loader) from ``cfg``'s data and
     augmentation options for ``img_size`` x ``in_chans`` images and ``num_classes`` classes; timm's optimizer
-    ``cfg.opt`` over ``trained``'s trainable parameters (:func:`~timm_learngene.training.loop.make_optimizer`); prepare
+    ``cfg.opt`` over ``trained``'s trainable parameters (:func:`~timm_learngene.training.loop.make_optimizer`, with
+    ``lr_scale(name)`` multiplying a parameter's lr); prepare
     ``model`` (the module ``fit`` trains: a model, a distiller, a trainer), the optimizer and the loaders in one
     ``accelerator.prepare``; then the cosine schedule over ``cfg.max_steps`` optimizer steps, or ``cfg.epochs``
     epochs of ``len(train_loader) // cfg.grad_accum`` steps when ``max_steps`` is 0."""
@@ -117,7 +118,7 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: 
     if cfg.eval:
         eval_loader = build_loader(build_dataset(data_cfg, 'eval', img_size, in_chans, num_classes),
                                    cfg.eval_batch_size, False, cfg.num_workers)
-    optimizer = make_optimizer(trained, cfg.lr, cfg.weight_decay, cfg.opt, cfg.layer_decay)
+    optimizer = make_optimizer(trained, cfg.lr, cfg.weight_decay, cfg.opt, cfg.layer_decay, lr_scale)
     if eval_loader is None:
         model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     else:
