@@ -162,8 +162,6 @@ def test_save_descendant_errors(pool, tmp_path):
                           pretrained_cfg_overlay=dict(file=str(out)))
     with pytest.raises(CheckpointError, match='holds one descendant'):
         update_pool_metrics(out, {'s9': {'top1': 1.0}})
-    with pytest.raises(CheckpointError, match=r'holds one descendant \(s9\), not a pool; .*timm\.models\.push_to_hf_hub'):
-        stage_for_hub(out, 'org/s9', tmp_path / 'staged')
 
 
 def test_hub_download_of_exports_through_an_offline_cache(pool, x, tmp_path, hub_offline):
@@ -230,3 +228,52 @@ def test_push_to_hf_hub_uploads_a_folder_that_loads_back(pool, x, tmp_path, monk
         assert torch.equal(m(x), pool(x, 's10'))
         whole = timm.create_model('hf-hub:org/whole', pretrained=True, cache_dir=cache).eval()
         assert torch.equal(whole(x, 's3'), pool(x, 's3'))
+
+
+def test_push_one_descendant_as_its_own_repo(pool, x, tmp_path, monkeypatch, capsys):
+    """``push`` of a folder ``export --format timm`` (or ``save_descendant``) wrote: validated by loading it, the
+    repo gets its tensors, config.json pointing at the repo and its own card, and loads back exactly; run up to the
+    ``HfApi`` calls, which a stand-in checks against the real signatures."""
+    import huggingface_hub
+    from timm_learngene import push_to_hub
+    from timm_learngene.__main__ import main
+    from timm_learngene.export import export_descendant
+    from timm_learngene.hub import DESCENDANT_HUB_FILES
+    from test_hub import _front_matter, git_hf_api
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, 'HfApi', git_hf_api(tmp_path / 'hub', calls))
+    pool_dir = save_pool(pool, tmp_path / 'pool')
+    update_pool_metrics(pool_dir, {'s9': {'top1': 70.5}})
+    out = export_descendant(pool_dir, 's9', tmp_path / 's9')
+    assert json.loads((out / 'config.json').read_text())['model_args']['descendants'][0]['top1'] == 70.5
+    info = push_to_hub(out, 'org/pool-s9')
+    assert [c[0] for c in calls] == ['create_repo', 'upload_folder']
+    assert calls[1][1]['commit_message'].startswith('Descendant s9 of learngene pool tiny_l6')
+    repo = tmp_path / 'hub' / 'models' / 'org' / 'pool-s9'
+    assert sorted(p.name for p in repo.iterdir() if p.name != '.git') == sorted(DESCENDANT_HUB_FILES)
+    assert (repo / 'model.safetensors').read_bytes() == (out / 'model.safetensors').read_bytes()
+    assert json.loads((repo / 'config.json').read_text())['pretrained_cfg']['hf_hub_id'] == 'org/pool-s9'
+    card = (repo / 'README.md').read_text()
+    assert _front_matter(card)['library_name'] == 'timm' and 'learngene-pool' in _front_matter(card)['tags']
+    assert "timm.create_model('hf-hub:org/pool-s9', pretrained=True)" in card and 'test top-1 70.50%' in card
+    assert info.commit_url.endswith(info.oid)
+    model = timm.create_model(f'local-dir:{repo}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), pool(x, 's9'))
+    # a save_descendant folder (no card of its own) gets one; the CLI pushes it the same way
+    plain = save_descendant(pool, tmp_path / 'plain', 's4')
+    assert main(['push', str(plain), 'org/pool-s4']) == 0
+    assert 'https://hub.test/org/pool-s4/commit/' in capsys.readouterr().out
+    card = (tmp_path / 'hub' / 'models' / 'org' / 'pool-s4' / 'README.md').read_text()
+    assert '# Descendant `s4` of the learngene pool `tiny_l6`' in card and 'top-1' not in card.split('---')[2]
+    # a broken descendant folder is refused before any Hub call
+    n = len(calls)
+    broken = tmp_path / 'broken'
+    shutil.copytree(plain, broken)
+    cfg = json.loads((broken / 'config.json').read_text())
+    cfg['model_args']['descendant'] = 's5'  # the tensors are s4's
+    (broken / 'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match='holds only descendant s4'):
+        push_to_hub(broken, 'org/broken')
+    assert len(calls) == n

@@ -1,10 +1,12 @@
-"""Command line of a pool folder: profile its descendants on this machine, select one, export it, push the pool.
+"""Command line of a pool folder: profile its descendants on this machine, select one, export it, push the pool
+(or the exported descendant).
 
     python -m timm_learngene profile out/finetune/pool --device cpu --threads 2     # latency into config.json
     python -m timm_learngene select out/finetune/pool --max-latency-ms 5            # the best within 5 ms here
     python -m timm_learngene export out/finetune/pool s3 out/s3 --format onnx       # one descendant, standalone
     python -m timm_learngene push out/finetune/pool my-org/learngene-pool-deit-base-l6
     python -m timm_learngene push out/finetune/pool my-org/pool --stage-only /tmp/preview   # review, upload nothing
+    python -m timm_learngene push out/s3 my-org/pool-s3                             # the exported s3 as its own repo
 """
 import argparse
 import sys
@@ -25,8 +27,9 @@ __all__ = ['main', 'parse_args']
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m timm_learngene', description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
-    push = sub.add_parser('push', help='upload a pool folder (save_pool output) with a model card to a Hub repo')
-    push.add_argument('folder', help='pool folder holding model.safetensors + config.json')
+    push = sub.add_parser('push', help='upload a pool folder (save_pool output), or one descendant exported alone '
+                          '(export --format timm), with a model card to a Hub repo')
+    push.add_argument('folder', help='pool or exported-descendant folder holding model.safetensors + config.json')
     push.add_argument('repo', help='Hub repo id, ORG/NAME (created if missing)')
     vis = push.add_mutually_exclusive_group()
     vis.add_argument('--private', dest='private', action='store_true', default=None,

@@ -16,8 +16,8 @@ the preprocessing, the checked difference) and a ``README.md`` that names the po
 - ``torch.export``: ``model.pt2`` (``torch.export.save``; ``torch.export.load(path).module()`` runs it). Its weights
   are stored as raw bytes, never pickled (checked when written); like any .pt2, load only files you trust.
 - ``timm``: a folder ``timm.create_model('local-dir:OUT', pretrained=True)`` loads with no pool, written by
-  :func:`timm_learngene.save_descendant`, with a ``README.md`` model card naming the pool (push it as its own repo
-  with ``hf upload ORG/NAME OUT``).
+  :func:`timm_learngene.save_descendant`, with what the pool measured for it and a ``README.md`` model card naming
+  the pool (push it as its own repo with ``python -m timm_learngene push OUT ORG/NAME``).
 """
 import json
 import os
@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-from huggingface_hub import ModelCardData
 
 from .checkpoint import load_pool, save_descendant
 from .errors import LearngeneError
-from .model_card import TAGS
+from .model_card import render_descendant_card
 from .pool_file import descendant_metrics, read_pool_config
 from .spec import find_descendant
 from .version import __version__
@@ -140,43 +139,22 @@ def export_torch(model: torch.nn.Module, path: Union[str, Path], tolerance: floa
 
 def _save_timm(pool_dir: Path, name: str, out_dir: Path, config: Dict[str, Any]) -> Path:
     """:func:`~timm_learngene.checkpoint.save_descendant` of ``name`` (its tensors only, timm's config.json with the
-    pool's preprocessing and recipe) plus a model card naming the pool, written into a temporary folder and renamed
-    to ``out_dir`` when complete."""
+    pool's preprocessing and recipe, and what the pool measured for it) plus a model card naming the pool, written
+    into a temporary folder and renamed to ``out_dir`` when complete."""
     model = load_pool(pool_dir, descendant=name).eval()
-    spec, info = model.pool_spec, model.info
     measured = descendant_metrics(config['model_args'].get('descendants')).get(name, {})
     tmp = _temp_dir(out_dir)
     try:
         save_descendant(model, tmp, recipe=config.get('recipe'))
-        (tmp / 'README.md').write_text(_descendant_card(spec, info, pool_dir, measured))
+        written = json.loads((tmp / 'config.json').read_text())
+        written['model_args']['descendants'][0].update(measured)
+        (tmp / 'config.json').write_text(json.dumps(written, indent=2))
+        (tmp / 'README.md').write_text(render_descendant_card(written, source=str(pool_dir)))
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _descendant_card(spec, info, pool_dir: Path, measured: Dict[str, Any]) -> str:
-    """README.md of a standalone descendant folder: Hub metadata, where it came from, how to load and push it."""
-    top1 = measured.get('top1')
-    facts = f'route `{info.route_label}`, {info.params:,} parameters, {info.gmacs:.4g} GMACs per image'
-    if top1 is not None:
-        facts += f', test top-1 {top1:.2f}% as recorded in the pool'
-    return '\n\n'.join([
-        '---\n' + ModelCardData(library_name='timm', pipeline_tag='image-classification', tags=list(TAGS)).to_yaml()
-        + '\n---',
-        f'# Descendant `{info.name}` of the learngene pool `{spec.name}`',
-        f'One model cut out of the Learngene Pool `{spec.name}` (folder `{pool_dir}`) by '
-        f'[timm-learngene](https://pypi.org/project/timm-learngene/) {__version__}: {facts}. This folder holds only '
-        f"this descendant's tensors (`model.safetensors`) and timm's `config.json`; the rest of the pool is not "
-        f'needed.',
-        "```python\nimport timm\nimport timm_learngene  # registers the architecture\n\n"
-        "model = timm.create_model('local-dir:PATH_TO_THIS_FOLDER', pretrained=True).eval()\n"
-        "# after `hf upload ORG/NAME PATH_TO_THIS_FOLDER`: timm.create_model('hf-hub:ORG/NAME', pretrained=True)\n"
-        "cfg = timm.data.resolve_data_config(model=model)  # the preprocessing it was trained with\n```",
-        'Learngene Pool: Shi et al., "Building Variable-sized Models via Learngene Pool", AAAI 2024 '
-        '(arXiv:2312.05743).',
-    ]) + '\n'
 
 
 def _temp_dir(out_dir: Path) -> Path:

@@ -20,11 +20,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
 from .errors import CheckpointError
 from .logs import get_logger
-from .model_card import PARETO_NAME, render_model_card, render_pareto
+from .model_card import PARETO_NAME, render_descendant_card, render_model_card, render_pareto
 from .pool_file import check_pool_file, download_pool_file, read_pool_config, split_revision
 from .version import __version__
 
-__all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES']
+__all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES',
+           'DESCENDANT_HUB_FILES']
 
 _logger = get_logger(__name__)
 
@@ -55,6 +56,7 @@ def load_from_hub(repo_id: str, descendant: Optional[str] = None, *, revision: O
 # ---- upload -----------------------------------------------------------------------------------------------------
 README_NAME = 'README.md'
 HUB_FILES = ('model.safetensors', 'config.json', README_NAME, 'pareto.png')
+DESCENDANT_HUB_FILES = HUB_FILES[:3]  # a descendant's repo: no Pareto plot of one model
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -65,24 +67,24 @@ def _check_repo_id(repo_id: str) -> None:
     validate_repo_id(repo_id)
 
 
-def _validate_pool_folder(folder: Path) -> Dict[str, Any]:
-    """Check that ``folder`` holds a pool that loads: a pool config.json (architecture, format version, spec) and
-    a model.safetensors with pool metadata and every tensor of that spec, by loading it the way a user will
-    (``timm.create_model('local-dir:…', pretrained=True)``). Returns the raw config.json dict."""
+def _validate_folder(folder: Path) -> Dict[str, Any]:
+    """Check that ``folder`` holds a pool, or one descendant saved alone, that loads: a learngene config.json
+    (architecture, format version, spec) and a model.safetensors with learngene metadata and every tensor it needs,
+    by loading it the way a user will (``timm.create_model('local-dir:…', pretrained=True)``). Returns the raw
+    config.json dict."""
     if not folder.is_dir():
-        raise CheckpointError(f'{folder} is not a folder; push the folder save_pool wrote ({WEIGHTS_NAME} + '
-                              f'{CONFIG_NAME})')
+        raise CheckpointError(f'{folder} is not a folder; push the folder save_pool (or save_descendant, or export) '
+                              f'wrote ({WEIGHTS_NAME} + {CONFIG_NAME})')
     if not (folder / WEIGHTS_NAME).is_file():
         raise CheckpointError(f'{folder / WEIGHTS_NAME} not found; a pool folder holds {CONFIG_NAME} and '
                               f'{WEIGHTS_NAME} (written by timm_learngene.save_pool)')
     config = read_pool_config(folder)
-    if 'descendant' in config['model_args']:
-        raise CheckpointError(
-            f'{folder} holds one descendant ({config["model_args"]["descendant"]}), not a pool; push_to_hub uploads a '
-            f'whole pool with its model card. Upload a descendant with timm.models.push_to_hf_hub(model, repo_id, '
-            f'safe_serialization=True), or push the pool it came from')
-    check_pool_file(folder / WEIGHTS_NAME, config['model_args']['pool'])  # save_pool's file: metadata, checksums
-    load_pool(folder)
+    descendant = config['model_args'].get('descendant')
+    if descendant:
+        load_pool(folder, descendant=descendant)  # its tensors, their checksums and the route
+    else:
+        check_pool_file(folder / WEIGHTS_NAME, config['model_args']['pool'])  # save_pool's file: metadata, checksums
+        load_pool(folder)
     return json.loads((folder / CONFIG_NAME).read_text())
 
 
@@ -92,10 +94,14 @@ def stage_for_hub(pool_dir: Union[str, Path], repo_id: str, out_dir: Union[str, 
     unchanged), ``config.json`` (with ``pretrained_cfg.hf_hub_id = repo_id``), ``README.md`` (the model card) and
     ``pareto.png``. The pool is validated first. Nothing else from ``pool_dir`` is copied, so no pickle is ever
     uploaded. Returns ``out_dir``.
+
+    ``pool_dir`` may also be one descendant saved alone (``save_descendant``, ``export --format timm``): its repo
+    gets the same files but the plot (:data:`DESCENDANT_HUB_FILES`), its card the descendant's; ``datasets`` and
+    ``license`` apply to pool cards only.
     """
     _check_repo_id(repo_id)
     pool_dir, out_dir = Path(pool_dir), Path(out_dir)
-    config = _validate_pool_folder(pool_dir)
+    config = _validate_folder(pool_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f'{out_dir} exists and is not an empty folder; stage the upload into a new folder')
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +115,12 @@ def stage_for_hub(pool_dir: Union[str, Path], repo_id: str, out_dir: Union[str, 
     cfg['hf_hub_id'] = repo_id
     config['pretrained_cfg'] = cfg
     (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-    _, description = render_pareto(config, out_dir / PARETO_NAME)
-    card = render_model_card(config, repo_id, image=PARETO_NAME, image_description=description, datasets=datasets,
-                             license=license)
+    if config['model_args'].get('descendant'):
+        card = render_descendant_card(config, repo_id)
+    else:
+        _, description = render_pareto(config, out_dir / PARETO_NAME)
+        card = render_model_card(config, repo_id, image=PARETO_NAME, image_description=description,
+                                 datasets=datasets, license=license)
     (out_dir / README_NAME).write_text(card)
     return out_dir
 
@@ -140,13 +149,16 @@ def push_to_hub(pool_dir: Union[str, Path], repo_id: str, *, private: Optional[b
         staged = stage_for_hub(pool_dir, repo_id, Path(tmp) / 'repo', datasets=datasets, license=license)
         config = json.loads((staged / 'config.json').read_text())
         name = config['model_args']['pool']['name']
+        descendant = config['model_args'].get('descendant')
         n = len(config['model_args'].get('descendants') or [])
+        what = f'descendant {descendant} of learngene pool {name}' if descendant else \
+            f'Learngene pool {name} ({n} descendants)'
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type='model')
         info = api.upload_folder(
             repo_id=repo_id, folder_path=str(staged), repo_type='model', revision=revision, create_pr=create_pr,
-            commit_message=commit_message or f'Learngene pool {name} ({n} descendants), timm_learngene {__version__}')
-    _logger.info(f'pushed pool {name} to {repo_id}: {getattr(info, "commit_url", info)}')
+            commit_message=commit_message or f'{what[0].upper()}{what[1:]}, timm_learngene {__version__}')
+    _logger.info(f'pushed {what} to {repo_id}: {getattr(info, "commit_url", info)}')
     return info

@@ -15,7 +15,7 @@ from .pool_file import descendant_table
 from .profiling import read_profiles
 from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 
-__all__ = ['TAGS', 'render_model_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
+__all__ = ['TAGS', 'render_model_card', 'render_descendant_card', 'render_pareto', 'card_data', 'card_metadata', 'descendant_infos', 'PARETO_NAME', 'CITATION']
 
 PARETO_NAME = 'pareto.png'
 
@@ -302,3 +302,44 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
         'Stitching follows SN-Net:', f'```bibtex\n{_SNNET_CITATION}\n```',
     ]
     return '\n\n'.join(parts) + '\n'
+
+
+def render_descendant_card(config: Mapping[str, Any], repo_id: Optional[str] = None,
+                           source: Optional[str] = None) -> str:
+    """README.md of one descendant saved alone (:func:`~timm_learngene.save_descendant`, ``export --format timm``)
+    from its parsed ``config.json``: Hub metadata (top-1 in a ``model-index`` when recorded and the dataset is
+    known), the pool it was cut from (``source``: where that pool was), and how to load it (from ``repo_id`` once
+    pushed, else from a local folder)."""
+    spec = _spec(config)
+    name = config['model_args']['descendant']
+    info = next(d for d in descendant_infos(config) if d.name == name)
+    cfg = config.get('pretrained_cfg') or {}
+    datasets = _recipe_datasets(config.get('recipe'), spec.num_classes)
+    top1 = info.metrics.get('top1')
+    results = None
+    if datasets and top1 is not None:
+        results = [EvalResult(task_type='image-classification', dataset_type=datasets[0],
+                              dataset_name=_DATASET_NAMES.get(datasets[0], datasets[0]), dataset_split='test',
+                              metric_type='accuracy', metric_name='top-1 (%)', metric_value=top1)]
+    data = ModelCardData(library_name='timm', license=cfg.get('license') or 'apache-2.0', tags=list(TAGS),
+                         datasets=datasets or None, pipeline_tag='image-classification',
+                         model_name=f'learngene-pool-{spec.name}-{name}' if results else None, eval_results=results)
+    facts = f'route `{info.route_label}`, {info.params:,} parameters, {_gmacs(info.gmacs)} GMACs per image'
+    if top1 is not None:
+        facts += f', test top-1 {top1:.2f}% as measured in the pool'
+    where = f' (folder `{source}`)' if source else ''
+    load = (f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()" if repo_id else
+            "model = timm.create_model('local-dir:PATH_TO_THIS_FOLDER', pretrained=True).eval()\n"
+            "# as its own Hub repo: python -m timm_learngene push PATH_TO_THIS_FOLDER ORG/NAME, then 'hf-hub:ORG/NAME'")
+    return '\n\n'.join([
+        f'---\n{data.to_yaml().rstrip()}\n---',
+        f'# Descendant `{name}` of the learngene pool `{spec.name}`',
+        f'One model cut out of the Learngene Pool `{spec.name}`{where} by '
+        f'[timm-learngene](https://pypi.org/project/timm-learngene/): {facts}. This repo holds only this '
+        f"descendant's tensors (`model.safetensors`) and timm's `config.json`; the rest of the pool is not needed.",
+        '## Usage',
+        f"```python\nimport timm\nimport timm_learngene  # pip install timm-learngene; registers the architecture\n\n"
+        f"{load}\ncfg = timm.data.resolve_data_config(model=model)  # the preprocessing it was trained with\n"
+        f"transform = timm.data.create_transform(**cfg)\n```",
+        '## Citation', f'```bibtex\n{CITATION}\n```',
+    ]) + '\n'
