@@ -3,7 +3,8 @@
 # (each one `--set` override or a few), on the same distilled pool, equal data; every variant's descendants are
 # evaluated on the validation split and the test set and checked against the demo's targets (its report.md).
 # Reuses out/demo/{ancestry,distill,eval_distilled} (run `make demo` first, or `make demo DEMO_ARGS='--until
-# eval_distilled'`); latency profiling is skipped (accuracy only). A variant already finished is reused.
+# eval_distilled'`); a variant that overrides distill.* reuses only the ancestry and distills again. Latency
+# profiling is skipped (accuracy only). A variant already finished is reused.
 #   recipes/ablate_finetune.sh                            -> the default variants below
 #   recipes/ablate_finetune.sh NAME 'finetune.KEY=VALUE ...' [NAME '...' ...]
 # Each variant's report: out/ablation_ft_<NAME>/report/report.md; a summary of every variant's targets is printed.
@@ -26,7 +27,9 @@ while [ $# -gt 0 ]; do
   name=$1; overrides=$2; shift 2
   out="$root/out/ablation_ft_$name"
   mkdir -p "$out"
-  for stage in ancestry distill eval_distilled; do ln -sfn "$root/out/demo/$stage" "$out/$stage"; done
+  reuse=(ancestry distill eval_distilled)
+  case " $overrides" in *" distill."*) reuse=(ancestry) ;; esac
+  for stage in "${reuse[@]}"; do ln -sfn "$root/out/demo/$stage" "$out/$stage"; done
   args=(--set evaluate.throughput=false)
   for kv in $overrides; do args+=(--set "$kv"); done
   echo "== $name: ${args[*]}"

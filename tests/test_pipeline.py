@@ -163,6 +163,13 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path, capsys):
     assert sum(bool(re.match(r'\| s\d+ \|', line)) for line in text.splitlines()) == n
     assert (out / 'report' / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
     assert 'Wall time per stage' in text and 'fused_attn' in text
+    # the ancestry carries the preprocessing it was trained with, and no claim to the architecture's published weights
+    anc_cfg = json.loads((out / 'ancestry' / 'model' / 'config.json').read_text())['pretrained_cfg']
+    assert anc_cfg['mean'] == [0.286] and anc_cfg['std'] == [0.353] and anc_cfg['crop_pct'] == 1.0
+    assert anc_cfg['input_size'] == [1, 32, 32] and anc_cfg['num_classes'] == 10
+    assert not {'hf_hub_id', 'tag', 'url', 'license'} & set(anc_cfg)
+    anc = timm.create_model(f'local-dir:{out / "ancestry" / "model"}', pretrained=True)
+    assert tuple(timm.data.resolve_data_config(model=anc)['mean']) == (0.286,)
     model = timm.create_model(f'local-dir:{out / "finetune" / "pool"}', descendant='s3', pretrained=True)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     measured = json.loads((out / 'finetune' / 'pool' / 'config.json').read_text())['model_args']['descendants']

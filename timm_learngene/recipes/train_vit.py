@@ -18,6 +18,7 @@ from timm.models import save_for_hf
 
 from ..ancestry import load_ancestry
 from ..data import build_mixup
+from ..data.augment import eval_data_config
 from ..errors import ConfigError
 from ..losses import label_kd_loss
 from ..training.loop import finish, fit
@@ -47,6 +48,21 @@ OPTIONS = OptionTable([
     mixup=0.0, cutmix=0.0, smoothing=0.0, aug_scale=[0.7, 1.0], auto_augment='', re_prob=0.0, crop_pct=1.0,
     output='out/ancestry', checkpoint_every=0,
 ))
+
+
+# where the architecture's published weights came from: not this model's
+_PROVENANCE = ('url', 'hf_hub_id', 'hf_hub_filename', 'file', 'source', 'tag', 'custom_load', 'license', 'paper_ids',
+               'paper_name', 'notes', 'origin_url')
+
+
+def trained_cfg(pretrained_cfg: Optional[dict], cfg, img_size: int, in_chans: int, num_classes: int) -> dict:
+    """The pretrained cfg a trained model is saved with: the architecture's, without the provenance of its
+    published weights (a tag or Hub id would claim weights this model does not have), with the recipe's eval
+    preprocessing (:func:`~timm_learngene.data.eval_data_config`: mean, std, crop_pct, interpolation, input size)
+    and classes, so ``resolve_data_config(model=m)`` reproduces what the recipe evaluated with."""
+    out = {k: v for k, v in (pretrained_cfg or {}).items() if k not in _PROVENANCE}
+    out.update(eval_data_config(vars(cfg), img_size, in_chans), num_classes=num_classes)
+    return out
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -91,6 +107,7 @@ def run(cfg):
         desc='train_vit (KD)' if teacher is not None else 'train_vit')
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        core.pretrained_cfg = trained_cfg(core.pretrained_cfg, cfg, **shape)
         save_for_hf(core, out / 'model', safe_serialization=True)  # model.safetensors, no pickle
         accelerator.print(f'model written to {out / "model"}')
     finish(accelerator)
