@@ -447,6 +447,11 @@ def published(pools, tmp_path_factory):
         newer = _broken('newer format', pools['A'][0], root / 'staged-newer')
         api.create_repo('org/newer', exist_ok=True)
         api.upload_folder(repo_id='org/newer', folder_path=str(newer))
+        # one descendant alone: pushed by push_to_hub, and written by timm's own save_for_hf
+        timm_learngene.push_to_hub(timm_learngene.save_descendant(pools['A'][1], root / 'staged-s3', 's3'), 'org/s3')
+        timm.models.save_for_hf(pools['A'][1].descendant('s5'), root / 'staged-s5', safe_serialization=True)
+        api.create_repo('org/s5', exist_ok=True)
+        api.upload_folder(repo_id='org/s5', folder_path=str(root / 'staged-s5'))
     return types.SimpleNamespace(root=root, c1=first.oid, c2=second.oid)
 
 
@@ -509,6 +514,20 @@ def hub_env(olah, tmp_path, monkeypatch):
 
 def _gets(requests, suffix):
     return [r for r in requests if r[0] == 'GET' and r[1].endswith(suffix)]
+
+
+@pytest.mark.slow
+def test_pull_standalone_descendants_over_http(pools, published, hub_env):
+    """A descendant pushed alone (``push`` of an exported folder, or timm's ``save_for_hf``) comes back over HTTP
+    from the olah mirror as itself, with only its own tensors."""
+    pool = pools['A'][1]
+    x = _images()
+    for repo, name in (('org/s3', 's3'), ('org/s5', 's5')):
+        model = timm.create_model(f'hf-hub:{repo}', pretrained=True).eval()
+        assert model.info.name == name
+        with torch.no_grad():
+            assert torch.equal(model(x), pool(x, name)), repo
+    assert _gets(hub_env.olah.requests(), '/org/s3/resolve/main/model.safetensors')
 
 
 @pytest.mark.slow
