@@ -17,9 +17,9 @@ for stage in ancestry distill eval_distilled; do
     exit 2; }
 done
 if [ $# -eq 0 ]; then
-  set -- stitch_lr10 'finetune.stitch_lr_scale=10' \
-         routes6 'finetune.routes_per_step=6' \
-         stitch_lr10_routes6 'finetune.stitch_lr_scale=10 finetune.routes_per_step=6'
+  set -- routes3 'finetune.routes_per_step=3' \
+         steps600 'finetune.max_steps=600' \
+         stitch_lr10 'finetune.stitch_lr_scale=10'
 fi
 [ $(( $# % 2 )) -eq 0 ] || { echo "error: give NAME 'KEY=VALUE ...' pairs, e.g. lr5 'finetune.lr=5e-4'" >&2; exit 2; }
 names=()

@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timm_learngene import load_pool  # noqa: E402
 from timm_learngene.data import build_dataset, build_loader  # noqa: E402
+from timm_learngene.errors import ConfigError  # noqa: E402
 from timm_learngene.stitch_init import STITCH_INITS, init_stitches  # noqa: E402
+from timm_learngene.training.cli import run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,7 +45,7 @@ def main(argv=None):
     methods = [m for m in args.methods.split(',') if m]
     bad = [m for m in methods if m not in STITCH_INITS]
     if bad:
-        sys.exit(f'error: unknown stitch init {bad}; choose from {", ".join(STITCH_INITS)}')
+        raise ConfigError(f'unknown stitch init {", ".join(bad)}; choose from {", ".join(STITCH_INITS)}')
     data = dict(dataset=args.dataset, data_dir=args.data_dir, val_size=args.val_size, val_seed=args.val_seed,
                 crop_pct=args.crop_pct)
     spec = load_pool(args.pool).pool_spec
@@ -72,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)  # a bad pool folder, data or method: one error line, exit status 2

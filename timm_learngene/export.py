@@ -32,7 +32,7 @@ import torch
 from .checkpoint import load_pool, save_descendant
 from .errors import LearngeneError
 from .model_card import render_descendant_card
-from .pool_file import descendant_metrics, read_pool_config
+from .pool_file import read_pool_config
 from .spec import find_descendant
 from .version import __version__
 
@@ -141,14 +141,11 @@ def _save_timm(pool_dir: Path, name: str, out_dir: Path, config: Dict[str, Any])
     """:func:`~timm_learngene.checkpoint.save_descendant` of ``name`` (its tensors only, timm's config.json with the
     pool's preprocessing and recipe, and what the pool measured for it) plus a model card naming the pool, written
     into a temporary folder and renamed to ``out_dir`` when complete."""
-    model = load_pool(pool_dir, descendant=name).eval()
-    measured = descendant_metrics(config['model_args'].get('descendants')).get(name, {})
+    model = load_pool(pool_dir, descendant=name).eval()  # its info carries what the pool measured for it
     tmp = _temp_dir(out_dir)
     try:
         save_descendant(model, tmp, recipe=config.get('recipe'))
         written = json.loads((tmp / 'config.json').read_text())
-        written['model_args']['descendants'][0].update(measured)
-        (tmp / 'config.json').write_text(json.dumps(written, indent=2))
         (tmp / 'README.md').write_text(render_descendant_card(written, source=str(pool_dir)))
         _publish(tmp, out_dir)
     except BaseException:

@@ -82,8 +82,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: 
     (e.g. a higher lr for finetuning's stitch layers); its groups are split out of timm's. The factors are folded
     into each group's lr here, because the cosine schedule (a ``LambdaLR``) scales each group's initial lr and does
     not read timm's ``lr_scale``."""
-    from timm.optim import create_optimizer_v2, list_optimizers
-    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+    from timm.optim import create_optimizer_v2, list_optimizers, param_groups_layer_decay, param_groups_weight_decay
 
     names = list_optimizers()
     if opt.lower() not in names:
@@ -91,25 +90,18 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, opt: 
     if layer_decay and not hasattr(model, 'group_matcher'):
         raise ConfigError(f'--layer-decay {layer_decay} needs a model with group_matcher(); '
                           f'{type(model).__name__} has none (use --layer-decay 0)')
-    # frozen parameters stay out of the groups: without weight decay timm would pass model.parameters() whole
+    # timm's own groups (frozen parameters left out), then split by lr_scale
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if lr_scale is not None:
-        no_wd = set(getattr(model, 'no_weight_decay', lambda: set())())
-        if layer_decay:
-            groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_wd, layer_decay=layer_decay)
-        elif weight_decay:
-            groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_wd)
-        else:
-            groups = [{'params': [p for _, p in trainable], 'weight_decay': 0.0}]
-        groups = _split_groups(groups, dict((id(p), n) for n, p in trainable), lr_scale)
-        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay,
-                                        param_group_fn=lambda _: groups)
-    elif layer_decay:
-        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+    no_wd = set(getattr(model, 'no_weight_decay', lambda: set())())
+    if layer_decay:
+        groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_wd, layer_decay=layer_decay)
     elif weight_decay:
-        optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay)
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_wd)
     else:
-        optimizer = create_optimizer_v2([p for _, p in trainable], opt=opt, lr=lr, weight_decay=0.0)
+        groups = [{'params': [p for _, p in trainable], 'weight_decay': 0.0}]
+    if lr_scale is not None:
+        groups = _split_groups(groups, dict((id(p), n) for n, p in trainable), lr_scale)
+    optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=weight_decay, param_group_fn=lambda _: groups)
     for group in optimizer.param_groups:
         group['lr'] = lr * group.pop('lr_scale', 1.0)
     return optimizer
