@@ -217,6 +217,12 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
                   '`learngene` init >= `lstsq`', 'Stitched descendants vs direct distillation'):
         assert f'**{claim}' in text, claim
     assert ' +- ' in text  # two seeds: mean +- sd
+    # the stage times: a total against the preset's bar, the probed precision, the time per kind of stage
+    wall = next(line for line in text.splitlines() if line.startswith('Wall time: '))
+    assert 'bar: <= 150 min on 2 cores with bf16: met' in wall, wall
+    for kind in ('ancestry', 'distill', 'lgp_lstsq', 'snnet_anchor', 'snnet', 'direct', 'scratch'):
+        assert f' {kind} ' in wall, kind
+    assert '0 of ' in wall
     assert (tmp_path / 'out' / 'report' / 'replication.png').read_bytes()[:4] == b'\x89PNG'
     n = len(timm_learngene.enumerate_descendants(spec))
     seed0 = tmp_path / 'out' / 'seed0'
@@ -234,6 +240,15 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     b = load_file(seed0 / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
+
+
+def test_replication_stage_times_group_by_kind_over_the_seeds():
+    from timm_learngene.recipes.replication import stage_groups
+    timings = {'ancestry': 60.0, 'seed 0 distill': 10.0, 'seed 1 distill': 12.0,
+               'seed 0 lgp_lstsq finetuned (finetune)': 5.0, 'seed 0 lgp_lstsq finetuned (evaluate)': 1.0,
+               'seed 1 snnet_anchor 64w/12': 7.0, 'seed 0 snnet finetuned (finetune)': 3.0}
+    assert stage_groups(timings) == {'ancestry': 60.0, 'distill': 22.0, 'lgp_lstsq': 6.0, 'snnet_anchor': 7.0,
+                                     'snnet': 3.0}
 
 
 def test_replication_verdicts_follow_the_numbers():

@@ -192,7 +192,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         for init in rep['stitch_inits']:
             cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
             compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
-            report = _report(out, preset, spec, results, compute, ancestry_cost)
+            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         # 2. SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         anchors, anchor_cost = [], 0
         for width, heads in rep['anchor_widths']:
@@ -203,7 +203,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         anchors.append(anc_ckpt)
         cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
         compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
-        report = _report(out, preset, spec, results, compute, ancestry_cost)
+        report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         # 3. direct logit-KD students, 4. the members' shapes from scratch
         for arm, key, widths, kd in (('direct', 'direct', rep['direct_widths'], True),
                                      ('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)):
@@ -214,7 +214,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                 total += cost
             results.setdefault(arm, {})[seed] = rows
             compute[arm] = total + (ancestry_cost if kd else 0)
-            report = _report(out, preset, spec, results, compute, ancestry_cost)
+            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
     return report
 
 
@@ -309,7 +309,35 @@ def claims(results: Dict[str, Dict[int, List[Dict]]], budgets: Sequence[float], 
     return lines
 
 
-def _report(out, preset, spec, results, compute, ancestry_cost) -> Path:
+def stage_groups(timings: Dict[str, float]) -> Dict[str, float]:
+    """Seconds per kind of stage, summed over the seeds: a stage named ``'seed 1 lgp_lstsq finetuned (finetune)'``
+    counts towards ``'lgp_lstsq'``, ``'seed 0 direct 64w/6'`` towards ``'direct'``; ``'ancestry'`` stays itself."""
+    groups: Dict[str, float] = {}
+    for stage, seconds in timings.items():
+        words = stage.split()
+        key = words[2] if len(words) > 2 and words[0] == 'seed' else stage
+        groups[key] = groups.get(key, 0.0) + seconds
+    return groups
+
+
+def _wall_time(out: Path, preset: Dict, timings: Dict[str, float], reused: Sequence[str]) -> List[str]:
+    """The report's wall-time paragraph: the total, the bar (``replication.stage_minutes``), the precision the
+    probe chose, and the time per kind of stage; nothing when no stage was timed."""
+    if not timings:
+        return []
+    total = sum(timings.values())
+    chosen = sorted({json.loads(f.read_text()).get('chosen') for f in out.glob('**/precision.json')} - {None})
+    budget = preset['replication'].get('stage_minutes')
+    bar = f" (bar: <= {budget} min on 2 cores with bf16: {'met' if total <= budget * 60 else 'not met'})" \
+        if budget else ''
+    groups = ', '.join(f'{k} {v / 60:.1f}' for k, v in stage_groups(timings).items())
+    return [f'Wall time: {total / 60:.1f} min of stages{bar}, precision {", ".join(chosen) or "?"}; '
+            f'per kind of stage, summed over the seeds (min): {groups}. '
+            f'{len(reused)} of {len(timings)} stages were reused from an earlier run and count the time they '
+            'took when they ran.', '']
+
+
+def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Path:
     rep_dir = out / 'report'
     rep_dir.mkdir(parents=True, exist_ok=True)
     test_images = TEST_IMAGES.get(preset.get('dataset')) if not preset.get('eval_limit') else preset['eval_limit']
@@ -343,6 +371,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost) -> Path:
              'A difference counts when it exceeds twice the combined standard error (the seeds\' spread, never less '
              'than the test set\'s binomial error); otherwise it is a tie.', '',
              f'![top-1 vs GMACs](replication.png)', '',
+             *_wall_time(out, preset, getattr(run, 'timings', {}), getattr(run, 'reused', ())),
              '## Best top-1 within a GMACs budget', '']
     head = ['method', 'seeds', 'stored params', 'smallest (params / GMACs)', 'largest (params / GMACs)'] + \
         [f'<= {g:.3g} GMACs' for g in budgets] + ['mean top-1 of stitched descendants', 'training compute (TMACs)']
