@@ -40,5 +40,5 @@ done
 for name in demo "${names[@]}"; do
   d="$root/out/demo"; [ "$name" = demo ] || d="$root/out/ablation_ft_$name"
   echo "== $name"
-  sed -n '/^| target |/,/accuracy targets met/p' "$d/report/report.md"
+  sed -n '/^| target |/,/accuracy targets met/p;/^Stitched descendants (/p' "$d/report/report.md"
 done

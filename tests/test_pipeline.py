@@ -177,6 +177,10 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path, capsys):
     # the demo's targets, each measured and marked met or not
     assert '## Targets' in text and 'distilled tiny3 top-1 (test)' in text and 'change in joint finetuning' in text
     assert len(list(csv.DictReader(open(out / 'eval_distilled' / 'descendants.csv')))) == 2  # the members alone
+    stitched = [r for r in csv.DictReader(open(out / 'eval' / 'descendants.csv')) if '->' in r['route']]
+    tops = [float(r['top1']) for r in stitched]
+    assert f'Stitched descendants ({n - 2}): test top-1 mean {sum(tops) / len(tops):.2f} ' \
+           f'({min(tops):.2f}-{max(tops):.2f}), validation mean ' in text
     # a second run reuses every stage, each reported with the wall time it took when it ran
     first = dict(re.findall(r'(\w+) (\d+)', text.split('Wall time per stage (s): ')[1].split(' (total')[0]))
     assert list(first) == ['ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate']

@@ -344,7 +344,26 @@ def _targets_section(out: Path, preset: Dict, timings: Dict[str, float]) -> List
                      f"| <= {budget} min on a 2-core CPU with bf16 | {'yes' if 0 < total <= budget * 60 else 'see note'} |")
     lines += ['', f'{sum(c["met"] for c in checks)} of {len(checks)} accuracy targets met. Accuracy is set by the '
               'step counts below, the wall time by the precision.', '']
+    summary = stitched_summary(out)
+    if summary:
+        lines += [summary, '']
     return lines
+
+
+def stitched_summary(out: Path) -> str:
+    """One line on the stitched descendants of a finished demo run (``out/eval`` against the members in
+    ``out/eval_distilled``): test top-1 mean (min-max) and validation mean; '' when there are none."""
+    members = {r['name'] for r in read_rows(out / 'eval_distilled' / 'descendants.csv')}
+    stitched = [r for r in read_rows(out / 'eval' / 'descendants.csv') if r['name'] not in members]
+    if not stitched:
+        return ''
+    tops = [r['top1'] for r in stitched]
+    line = (f'Stitched descendants ({len(stitched)}): test top-1 mean {sum(tops) / len(tops):.2f} '
+            f'({min(tops):.2f}-{max(tops):.2f})')
+    vals = [r['val_top1'] for r in stitched if isinstance(r.get('val_top1'), float)]
+    if len(vals) == len(stitched):
+        line += f', validation mean {sum(vals) / len(vals):.2f}'
+    return line + '.'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
