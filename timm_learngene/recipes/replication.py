@@ -188,12 +188,28 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
 
         distill_cost = _images(dist_dir) * (anc_macs + 3 * sum(route_macs(spec, ((m.name, 0, spec.depth),))
                                                                for m in spec.members))
-        # 1. Learngene Pool, the default init first (the claims compare it with SN-Net)
-        for init in rep['stitch_inits']:
+        def direct_and_scratch(arms):
+            nonlocal report
+            for arm, key, widths, kd in arms:
+                rows, total = [], 0
+                for width, heads in widths:
+                    row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
+                    rows.append(row)
+                    total += cost
+                results.setdefault(arm, {})[seed] = rows
+                compute[arm] = total + (ancestry_cost if kd else 0)
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+
+        # The order only decides what a run cut short has finished: the default init's pool and the direct
+        # students it is measured against first, then the other inits, SN-Net and the members from scratch.
+        inits = list(rep['stitch_inits'])
+        for i, init in enumerate(inits):
             cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
             compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
             report = _report(out, preset, spec, results, compute, ancestry_cost, run)
-        # 2. SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
+            if i == 0:
+                direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
+        # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         anchors, anchor_cost = [], 0
         for width, heads in rep['anchor_widths']:
             _, cost = train(
@@ -204,17 +220,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
         compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
         report = _report(out, preset, spec, results, compute, ancestry_cost, run)
-        # 3. direct logit-KD students, 4. the members' shapes from scratch
-        for arm, key, widths, kd in (('direct', 'direct', rep['direct_widths'], True),
-                                     ('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)):
-            rows, total = [], 0
-            for width, heads in widths:
-                row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
-                rows.append(row)
-                total += cost
-            results.setdefault(arm, {})[seed] = rows
-            compute[arm] = total + (ancestry_cost if kd else 0)
-            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+        direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
     return report
 
 
