@@ -218,8 +218,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
         assert f'| {label} | ' in text, label
     assert '| LGP, lstsq init, finetuned | 2 |' in text and '| LGP, lstsq init, zero-shot | 1 |' in text
     for claim in ('LGP >= SN-Net at equal GMACs', 'LGP builds smaller models', 'LGP stores fewer parameters',
-                  '`learngene` init >= `lstsq`', 'Stitched descendants vs direct distillation'):
+                  '`learngene` init >= `lstsq`', 'Best descendant vs direct distillation'):
         assert f'**{claim}' in text, claim
+    assert '## Goal (issue 28)' in text and "- LGP, lstsq init, finetuned: best descendant minus student" in text
     assert ' +- ' in text  # two seeds: mean +- sd
     # the stage times: a total against the preset's bar, the probed precision, the time per kind of stage
     wall = next(line for line in text.splitlines() if line.startswith('Wall time: '))

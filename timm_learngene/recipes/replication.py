@@ -13,9 +13,20 @@ validation split stays the same images), with the same data, augmentation and ev
 
 Every choice is made on the validation split: the best descendant within a GMACs budget is the one with the best
 ``val_top1``; its test top-1 is reported (mean +- sd over the seeds). Single-model arms (scratch, direct) have
-no choice to make: within a budget their largest model counts. Compute is counted in multiply-adds: a trained
-model costs 3x its forward MACs per image (forward + backward), a frozen teacher 1x; images = optimizer steps x
-batch size (one process).
+no choice to make: within a budget their largest model counts.
+
+Training compute is counted in multiply-adds (:func:`stage_images`, :func:`distill_macs_per_image`,
+:func:`finetune_macs_per_image`): a trained model costs 3x its forward MACs per image (forward + backward), a frozen
+teacher 1x; images = optimizer steps x batch size x gradient accumulation x processes. Distillation trains every
+member and its feature transforms on each image; joint finetuning trains ``routes_per_step`` routes on each image
+(the sandwich rule's smallest and largest member plus uniform draws from the other routes: their expected MACs).
+Evaluation passes during training are not counted.
+
+Comparisons (:func:`compare`): two arms are compared on the seeds both ran (the seeds are shared: paired). A
+difference counts when the mean of the per-seed differences exceeds twice the larger of (a) the standard error of
+those differences over the seeds and (b) the binomial standard error of the difference of two evaluations on the
+test set, ``sqrt(pa (100 - pa) / N + pb (100 - pb) / N)`` points. (b) is not divided by the number of seeds: every
+seed evaluates on the same N test images, so averaging seeds does not average that error away.
 """
 import csv
 import json
@@ -30,7 +41,8 @@ from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
 from . import distill, evaluate, finetune, train_vit
 
-__all__ = ['replicate', 'summarise', 'best_at']
+__all__ = ['replicate', 'summarise', 'best_at', 'compare', 'stage_images', 'distill_macs_per_image',
+           'finetune_macs_per_image']
 
 TEST_IMAGES = {'fashion_mnist': 10000}  # test-set size, for the binomial error of a single seed
 
@@ -55,10 +67,46 @@ def _steps(stage_dir: Path) -> int:
     return steps
 
 
-def _images(stage_dir: Path) -> int:
-    """Images a training stage consumed: its last logged step x its batch size."""
+def stage_images(stage_dir: Path) -> int:
+    """Images a training stage consumed: its last logged optimizer step x batch size x gradient accumulation x the
+    number of processes it ran on (``launch.json``; 1 when the stage did not record it)."""
     cfg = yaml.safe_load((stage_dir / 'config.yaml').read_text())
-    return _steps(stage_dir) * cfg['batch_size']
+    launch = stage_dir / 'launch.json'
+    processes = json.loads(launch.read_text()).get('num_processes', 1) if launch.exists() else 1
+    return _steps(stage_dir) * cfg['batch_size'] * cfg.get('grad_accum', 1) * processes
+
+
+def distill_macs_per_image(spec: PoolSpec, teacher_macs: int) -> int:
+    """Training MACs of one distillation image: the ancestry's forward, then forward + backward (3x) of every member
+    alone and of its feature transforms (one ``Linear(member width -> teacher width)`` per matched position and kind,
+    applied to every token)."""
+    members = sum(route_macs(spec, ((m.name, 0, spec.depth),)) for m in spec.members)
+    transforms = 0
+    if spec.distill is not None:
+        positions = 2 * len(spec.distill.member_blocks)  # block output and attention output
+        transforms = sum(positions * spec.num_tokens * m.width * spec.distill.teacher_width for m in spec.members)
+    return teacher_macs + 3 * (members + transforms)
+
+
+def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> float:
+    """Expected training MACs of one finetuning image under the stage's config ``cfg``: the ancestry's forward when
+    KD is on, plus 3x the forward MACs of the step's ``routes_per_step`` routes. With ``train: all`` and at least 3
+    routes a step, the smallest and largest member are in every step (the sandwich rule) and the rest are drawn
+    uniformly without replacement from the other routes; otherwise every route is drawn uniformly (``train:
+    stitches`` draws only stitched routes)."""
+    infos = enumerate_descendants(spec)
+    train_all = cfg.get('train', 'all') == 'all'
+    routes = [d for d in infos if train_all or len(d.route) > 1]
+    k = int(cfg.get('routes_per_step', 1))
+    always = []
+    if train_all and k >= 3:
+        alone = [d for d in infos if len(d.route) == 1]
+        always = alone[:1] if alone[0].route == alone[-1].route else [alone[0], alone[-1]]
+    others = [d for d in routes if d not in always]
+    drawn = k - len(always)
+    expected = sum(d.macs for d in always) + (drawn * sum(d.macs for d in others) / len(others) if others else 0)
+    teacher = teacher_macs if cfg.get('kd_weight', 0.5) and cfg.get('teacher_checkpoint', cfg.get('teacher')) else 0
+    return teacher + 3 * expected
 
 
 def _one(width: int, heads: int, depth: int, spec: PoolSpec) -> PoolSpec:
@@ -107,21 +155,26 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{s['mean']:.2f} +- {s['sd']:.2f}" if s['n'] > 1 else f"{s['mean']:.2f}"
 
 
-def _stderr(values: Sequence[float], test_images: Optional[int]) -> float:
-    """Standard error of a mean top-1 (in points): from the seeds' spread, never below the test set's binomial
-    error of one evaluation."""
-    s = summarise(values)
-    binom = math.sqrt(s['mean'] * (100 - s['mean']) / test_images) if test_images else 0.0
-    spread = s['sd'] / math.sqrt(s['n']) if s['n'] > 1 else 0.0
-    return max(spread, binom / math.sqrt(s['n']))
-
-
 def compare(a: Sequence[float], b: Sequence[float], test_images: Optional[int]) -> str:
-    """'higher' / 'lower' when ``a``'s mean differs from ``b``'s by more than twice their combined standard error,
-    else 'tie'."""
-    diff = summarise(a)['mean'] - summarise(b)['mean']
-    noise = 2 * math.sqrt(_stderr(a, test_images) ** 2 + _stderr(b, test_images) ** 2)
-    return 'higher' if diff > noise else 'lower' if diff < -noise else 'tie'
+    """'higher' / 'lower' / 'tie' for arm ``a`` against arm ``b``, paired by seed (``a[i]`` and ``b[i]`` come from the
+    same seed; see the module docstring for the rule): the mean per-seed difference counts when it exceeds twice the
+    larger of its standard error over the seeds and the binomial error of a difference of two evaluations on
+    ``test_images`` images (none when ``test_images`` is None)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f'compare pairs values by seed: got {len(a)} and {len(b)} values')
+    diffs = [x - y for x, y in zip(a, b)]
+    d = summarise(diffs)
+    spread = d['sd'] / math.sqrt(d['n']) if d['n'] > 1 else 0.0
+    pa, pb = summarise(a)['mean'], summarise(b)['mean']
+    binom = math.sqrt((pa * (100 - pa) + pb * (100 - pb)) / test_images) if test_images else 0.0
+    noise = 2 * max(spread, binom)
+    return 'higher' if d['mean'] > noise else 'lower' if d['mean'] < -noise else 'tie'
+
+
+def _paired(a: Dict[int, float], b: Dict[int, float]):
+    """The values of two arms on the seeds both have (None values dropped), in seed order."""
+    seeds = sorted(s for s in set(a) & set(b) if a[s] is not None and b[s] is not None)
+    return [a[s] for s in seeds], [b[s] for s in seeds]
 
 
 def replicate(preset: Dict, out: Path, run: Callable) -> Path:
@@ -148,7 +201,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                                                    teacher_checkpoint=anc_ckpt), dist_dir / 'pool' / 'model.safetensors')
         spec = read_pool_config(dist_dir / 'pool')['model_args']['pool']
         anc_macs = _vit_macs(anc_args['embed_dim'], anc_args['num_heads'], anc_args['depth'], spec)
-        ancestry_cost = 3 * anc_macs * _images(anc_dir)
+        ancestry_cost = 3 * anc_macs * stage_images(anc_dir)
 
         def finetune_and_eval(arm: str, pool_args: Dict, init: str, pool_spec_of: Callable) -> Path:
             tags = (('zeroshot', 0), ('finetuned', None)) if seed in zero_shot_seeds else (('finetuned', None),)
@@ -165,9 +218,8 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                     ev_dir / 'descendants.csv')
                 results.setdefault(f'{arm} {tag}', {})[seed] = _rows(ev_dir / 'descendants.csv')
             ft_dir = sd / f'{arm}_finetuned'
-            ft_spec = pool_spec_of(ft_dir)
-            mean_macs = sum(d.macs for d in enumerate_descendants(ft_spec)) / len(enumerate_descendants(ft_spec))
-            return _images(ft_dir) * (anc_macs + 3 * mean_macs)
+            ft_cfg = yaml.safe_load((ft_dir / 'config.yaml').read_text())
+            return stage_images(ft_dir) * finetune_macs_per_image(pool_spec_of(ft_dir), ft_cfg, anc_macs)
 
         def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool):
             s_dir = sd / name
@@ -180,14 +232,14 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             row = dict(name=f'{arm} {width}w', route=f'ViT {width}/{heads}h/{depth}',
                        params=_vit_params(width, heads, depth, spec), gmacs=round(macs / 1e9, 4),
                        top1=_last_top1(s_dir))
-            cost = _images(s_dir) * ((anc_macs if kd else 0) + 3 * macs)
+            cost = stage_images(s_dir) * ((anc_macs if kd else 0) + 3 * macs)
             return row, cost
 
         def pool_spec(ft_dir: Path):
             return read_pool_config(ft_dir / 'pool')['model_args']['pool']
 
-        distill_cost = _images(dist_dir) * (anc_macs + 3 * sum(route_macs(spec, ((m.name, 0, spec.depth),))
-                                                               for m in spec.members))
+        distill_cost = stage_images(dist_dir) * distill_macs_per_image(spec, anc_macs)
+
         def direct_and_scratch(arms):
             nonlocal report
             for arm, key, widths, kd in arms:
@@ -243,22 +295,31 @@ def _stitched_mean(rows: Sequence[Dict]) -> Optional[float]:
     return sum(vals) / len(vals) if vals else None
 
 
+def _at(arm: Dict[int, List[Dict]], gmacs: float) -> Dict[int, Optional[float]]:
+    """Per seed: the test top-1 of the model chosen within ``gmacs`` (:func:`best_at`)."""
+    return {seed: best_at(rows, gmacs) for seed, rows in arm.items()}
+
+
+def _by_name(arm: Dict[int, List[Dict]], name: str) -> Dict[int, float]:
+    return {seed: r['top1'] for seed, rows in arm.items() for r in rows if r['name'] == name}
+
+
 def claims(results: Dict[str, Dict[int, List[Dict]]], budgets: Sequence[float], lgp_stored: int,
            snnet_stored: Optional[int], test_images: Optional[int]) -> List[str]:
-    """A plain verdict on each of the paper's claims, from the per-seed results."""
+    """A plain verdict on each of the paper's claims, from the per-seed results (arms compared on the seeds both
+    ran, paired)."""
     lines = []
     lgp_key = next((k for k in ('lgp_lstsq finetuned', 'lgp_learngene finetuned') if k in results), None)
     lgp, snnet = results.get(lgp_key, {}), results.get('snnet finetuned', {})
 
-    def at(arm, g):
-        vals = [best_at(rows, g) for rows in arm.values()]
-        return [v for v in vals if v is not None]
+    def vals(arm, g):
+        return [v for v in _at(arm, g).values() if v is not None]
 
     if lgp and snnet:
         verdicts = []
         for g in budgets:
-            a, b = at(lgp, g), at(snnet, g)
-            if a and b:
+            a, b = _paired(_at(lgp, g), _at(snnet, g))
+            if a:
                 verdicts.append(f'<= {g:.3g} GMACs: {_fmt(a)} vs {_fmt(b)} ({compare(a, b, test_images)})')
         counts = {w: sum(f'({w})' in v for v in verdicts) for w in ('higher', 'tie', 'lower')}
         lines.append(f"- **LGP >= SN-Net at equal GMACs** ({ARMS[lgp_key]} vs SN-Net, best top-1 chosen on val): "
@@ -269,8 +330,8 @@ def claims(results: Dict[str, Dict[int, List[Dict]]], budgets: Sequence[float], 
         small_s = min((r for rows in snnet.values() for r in rows), key=lambda r: r['gmacs'])
         lines.append(f"- **LGP builds smaller models**: {'holds' if small_l['gmacs'] < small_s['gmacs'] else 'does not hold'}"
                      f": its smallest descendant is {small_l['params'] / 1e6:.2f}M params / {small_l['gmacs']:.3g} "
-                     f"GMACs ({_fmt(at(lgp, small_l['gmacs']))}% top-1), SN-Net's {small_s['params'] / 1e6:.2f}M / "
-                     f"{small_s['gmacs']:.3g} GMACs ({_fmt(at(snnet, small_s['gmacs']))}%).")
+                     f"GMACs ({_fmt(vals(lgp, small_l['gmacs']))}% top-1), SN-Net's {small_s['params'] / 1e6:.2f}M / "
+                     f"{small_s['gmacs']:.3g} GMACs ({_fmt(vals(snnet, small_s['gmacs']))}%).")
     if snnet_stored:
         lines.append(f"- **LGP stores fewer parameters**: {'holds' if lgp_stored < snnet_stored else 'does not hold'}"
                      f": {lgp_stored / 1e6:.2f}M (pool) vs SN-Net's {snnet_stored / 1e6:.2f}M (anchors + stitch "
@@ -288,30 +349,91 @@ def claims(results: Dict[str, Dict[int, List[Dict]]], budgets: Sequence[float], 
                      'seed(s).')
     direct = results.get('direct', {})
     if lgp and direct:
-        parts, within, total = [], 0, 0
-        widths = sorted({(r['gmacs'], r['name']) for rows in direct.values() for r in rows})
-        for g, name in widths:
-            d = [r['top1'] for rows in direct.values() for r in rows if r['name'] == name]
-            a = at(lgp, g)
+        parts = []
+        students = sorted({(r['gmacs'], r['name']) for rows in direct.values() for r in rows})
+        for g, name in students:
+            a, d = _paired(_at(lgp, g), _by_name(direct, name))
             if a:
                 parts.append(f'{name} ({g:.3g} GMACs) {_fmt(d)} vs LGP {_fmt(a)} ({compare(a, d, test_images)})')
-        # stretch goal: every stitched descendant within 1 point of a direct student of its GMACs (interpolated
-        # between the direct students' sizes; descendants outside their range are not compared)
-        pts = sorted((g, summarise([r['top1'] for rows in direct.values() for r in rows if r['name'] == n])['mean'])
-                     for g, n in widths)
-        names = sorted({r['name'] for rows in lgp.values() for r in rows if '->' in str(r['route'])})
-        for n in names:
-            rs = [r for rows in lgp.values() for r in rows if r['name'] == n]
-            g, top = rs[0]['gmacs'], summarise([r['top1'] for r in rs])['mean']
-            for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
-                if g0 <= g <= g1:
-                    total += 1
-                    within += top >= t0 + (t1 - t0) * (g - g0) / (g1 - g0) - 1.0
-                    break
-        lines.append('- **Stitched descendants vs direct distillation at equal GMACs** (LGP best within the '
-                     "student's GMACs): " + '; '.join(parts) + f'. Stretch goal (every stitched descendant within 1 '
-                     f'point of a direct logit-KD student of its GMACs, interpolated between the students): '
-                     f"{within} of {total} compared descendants{' (met)' if total and within == total else ''}.")
+        lines.append('- **Best descendant vs direct distillation at equal GMACs** (the LGP descendant chosen on val '
+                     "within each student's GMACs, a member or a stitched one): " + '; '.join(parts) + '. '
+                     + _stretch(lgp, direct, students))
+    return lines
+
+
+def _interpolated(pts: Sequence, g: float) -> Optional[float]:
+    """Linear interpolation of ``(gmacs, top1)`` points (sorted by gmacs) at ``g``; None outside their range."""
+    for (g0, t0), (g1, t1) in zip(pts, pts[1:]):
+        if g0 <= g <= g1:
+            return t0 + (t1 - t0) * (g - g0) / (g1 - g0) if g1 > g0 else max(t0, t1)
+    return pts[0][1] if len(pts) == 1 and g == pts[0][0] else None
+
+
+def _stretch(lgp: Dict[int, List[Dict]], direct: Dict[int, List[Dict]], students: Sequence) -> str:
+    """Issue 12's stretch goal: every stitched descendant (seed means) within 1 point of the direct students' top-1
+    interpolated at its GMACs; descendants outside the students' GMACs range are counted and not compared."""
+    pts = [(g, summarise(list(_by_name(direct, n).values()))['mean']) for g, n in students]
+    names = sorted({r['name'] for rows in lgp.values() for r in rows if '->' in str(r['route'])})
+    within = compared = 0
+    for n in names:
+        rs = [r for rows in lgp.values() for r in rows if r['name'] == n]
+        ref = _interpolated(pts, rs[0]['gmacs'])
+        if ref is not None:
+            compared += 1
+            within += summarise([r['top1'] for r in rs])['mean'] >= ref - 1.0
+    outside = len(names) - compared
+    return (f'Stretch goal (every stitched descendant within 1 point of the direct students interpolated at its '
+            f"GMACs): {within} of {compared} compared{' (met)' if compared and within == compared else ''}"
+            + (f', {outside} of the {len(names)} stitched descendants outside the students\' GMACs range' if outside
+               else f', all {len(names)} stitched descendants compared') + '.')
+
+
+def goal(results: Dict[str, Dict[int, List[Dict]]], compute: Dict[str, float], margin: float = 0.3) -> List[str]:
+    """Issue 28's goal for every finetuned pool arm, each part met or not: (1) at each direct student's GMACs the
+    descendant chosen on val within that budget is at least the student minus ``margin`` points (seed means; stretch:
+    at least the student); (2) the pool's training compute is at most the direct students' (both include the
+    shared ancestry once); (3) the Pareto front chosen on val (seed-mean val top-1) rises on test with at least 10
+    distinct sizes and runs from the smallest descendant to the largest."""
+    direct = results.get('direct', {})
+    lines = []
+    for key, arm in results.items():
+        if not key.endswith('finetuned') or not direct:
+            continue
+        parts, met, stretch = [], True, True
+        for g, name in sorted({(r['gmacs'], r['name']) for rows in direct.values() for r in rows}):
+            a, d = _paired(_at(arm, g), _by_name(direct, name))
+            if not a:
+                continue
+            gap = summarise(a)['mean'] - summarise(d)['mean']
+            met &= gap >= -margin
+            stretch &= gap >= 0
+            parts.append(f'{name} {gap:+.2f}')
+        cost = ''
+        if key in compute and 'direct' in compute:
+            ratio = compute[key] / compute['direct']
+            cost = (f"; compute {compute[key] / 1e12:.1f} vs the students' {compute['direct'] / 1e12:.1f} TMACs "
+                    f"({ratio:.2f}x): {'met' if ratio <= 1 else 'not met'}")
+        names = {}
+        for rows in arm.values():
+            for r in rows:
+                names.setdefault(r['name'], []).append(r)
+        means = [dict(name=n, gmacs=rs[0]['gmacs'], top1=summarise([r['top1'] for r in rs])['mean'],
+                      val_top1=summarise([r['val_top1'] for r in rs])['mean'])
+                 for n, rs in names.items() if all(r.get('val_top1') is not None for r in rs)]
+        pareto = ''
+        if means:
+            front = pareto_front(means, y='val_top1')
+            rises = all(b['top1'] > a['top1'] for a, b in zip(front, front[1:]))
+            sizes = len({r['gmacs'] for r in front})
+            ends = front[0]['gmacs'] == min(r['gmacs'] for r in means) and \
+                front[-1]['gmacs'] == max(r['gmacs'] for r in means)
+            ok = rises and sizes >= 10 and ends
+            pareto = (f"; Pareto front (val-chosen) {sizes} sizes, {'rises' if rises else 'does not rise'} on test, "
+                      f"{'from the smallest to the largest' if ends else 'not from the smallest to the largest'}: "
+                      f"{'met' if ok else 'not met'}")
+        lines.append(f"- {ARMS.get(key, key)}: best descendant minus student at each student's GMACs (seed means): "
+                     + ', '.join(parts) + f" (>= -{margin}: {'met' if met else 'not met'}; stretch >= 0: "
+                     f"{'met' if stretch else 'not met'}){cost}{pareto}.")
     return lines
 
 
@@ -374,8 +496,11 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
              f'({test_images or "all"} images), mean +- sd over the seeds; every choice (the best descendant within '
              f'a budget) made on the {preset.get("val_size", 0)}-image validation split.', '',
              '## Claims', '', *claims(results, budgets, lgp_stored, snnet_stored, test_images), '',
-             'A difference counts when it exceeds twice the combined standard error (the seeds\' spread, never less '
-             'than the test set\'s binomial error); otherwise it is a tie.', '',
+             'Arms are compared on the seeds both ran, paired by seed: a difference counts when the mean per-seed '
+             'difference exceeds twice the larger of its standard error over the seeds and the binomial error of a '
+             'difference of two evaluations on the same test images (not divided by the number of seeds: every seed '
+             'uses the same images); otherwise it is a tie.', '',
+             *(['## Goal (issue 28)', '', *goal(results, compute), ''] if 'direct' in results else []),
              f'![top-1 vs GMACs](replication.png)', '',
              *_wall_time(out, preset, getattr(run, 'timings', {}), getattr(run, 'reused', ())),
              '## Best top-1 within a GMACs budget', '']
@@ -402,8 +527,12 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
                       f'Training compute includes the ancestry ({ancestry_cost / 1e12:.1f} TMACs) for every arm that '
                       'uses it (LGP: distillation and KD; SN-Net: its widest anchor and its finetune\'s KD teacher; '
                       'direct students: KD); the members from scratch do not use it. A trained model costs 3x forward '
-                      'MACs per image, a frozen teacher 1x; zero-shot rows add no training. The LGP and SN-Net '
-                      'compute is that of one pool, which gives every descendant.', '', '## Pareto fronts (seed '
+                      'MACs per image, a frozen teacher 1x; images = optimizer steps x batch x gradient accumulation x '
+                      'processes. Distillation trains every member and its feature transforms on each image; '
+                      'finetuning trains each step\'s routes (the smallest and largest member and uniform draws: their '
+                      'expected MACs) with one ancestry forward. Evaluation passes and the stitch init\'s solve are not '
+                      'counted; zero-shot rows add no training. The LGP and SN-Net compute is that of one pool, which '
+                      'gives every descendant.', '', '## Pareto fronts (seed '
                       f'{seed0}, test top-1)', '']
     for label, rows in plot.items():
         front = pareto_front([r for r in rows if r.get('top1') is not None])
