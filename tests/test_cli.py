@@ -55,3 +55,53 @@ def test_other_errors_are_not_swallowed():
         raise KeyError('a bug')
     with pytest.raises(KeyError, match='a bug'):
         run_cli(main, [])
+
+
+def test_one_entry_point_runs_every_job(capsys):
+    """``timm-learngene SUBCOMMAND``: the training jobs through their recipes' option tables, the pool jobs through
+    their own parsers; the console script is installed with the package."""
+    from importlib.metadata import entry_points
+
+    from timm_learngene.__main__ import TRAINING_COMMANDS, console, main
+    scripts = {e.name: e.value for e in entry_points(group='console_scripts')}
+    assert scripts.get('timm-learngene') == 'timm_learngene.__main__:console' and callable(console)
+    with pytest.raises(SystemExit) as e:
+        main(['--help'])
+    assert e.value.code == 0
+    listed = capsys.readouterr().out
+    for job in ('distill', 'finetune', 'evaluate', 'train-vit', 'pipeline', 'profile', 'select', 'export', 'push',
+                'describe'):
+        assert job in listed, job
+    for job, (module, _) in TRAINING_COMMANDS.items():
+        with pytest.raises(SystemExit) as e:
+            main([job, '--help'])
+        assert e.value.code == 0
+        assert capsys.readouterr().out.startswith('usage: '), job
+    assert main(['describe', 'deit_base_l6']) == 0
+    assert '| s18 | tiny6[0..1]->base6[0..5] |' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # a recipe's documented error: one line, status 2
+        main(['describe', 'no_such_pool'])
+    assert e.value.code == 2
+    assert 'no_such_pool' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_recipes_run_as_modules_for_accelerate_launch(tmp_path):
+    """``accelerate launch -m timm_learngene.recipes.NAME`` runs the module as ``__main__``; here plain ``python -m``,
+    from a folder that is not the checkout (nothing in the job needs one)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, '-m', 'timm_learngene.recipes.describe_pool', 'fashion_mnist_l6'],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert 'fashion_mnist_l6: 18 descendants' in res.stdout
+    res = subprocess.run([sys.executable, '-m', 'timm_learngene.recipes.pipeline', '--preset', 'replication',
+                          '--until', 'nope'], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 2 and 'nope' in res.stderr and 'Traceback' not in res.stderr
+
+
+def test_presets_and_configs_ship_inside_the_package():
+    import timm_learngene
+    from timm_learngene.recipes.pipeline import PRESETS
+    pkg = Path(timm_learngene.__file__).parent
+    assert all(p.is_file() and pkg in p.parents for p in PRESETS.values())
+    assert (ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').resolve() == PRESETS['demo'].resolve()

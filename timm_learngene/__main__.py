@@ -1,5 +1,17 @@
-"""Command line of a pool folder: profile its descendants on this machine, select one, export it, push the pool
-(or the exported descendant).
+"""The ``timm-learngene`` command (also ``python -m timm_learngene``): every job, one subcommand each.
+
+Training jobs (options from each recipe's option table; ``timm-learngene JOB --help``; the [train] extra):
+
+    timm-learngene train-vit --config CONFIG.yaml          # a plain ViT (the ancestry, or a direct KD student)
+    timm-learngene distill --config CONFIG.yaml            # ancestry -> every pool member, one pass
+    timm-learngene finetune --pool out/distill/pool        # stitch init + joint finetuning of the descendants
+    timm-learngene evaluate --pool out/finetune/pool       # top-1, params, GMACs, img/s of every descendant
+    timm-learngene pipeline --preset demo                  # the main job, every stage (make demo)
+    timm-learngene describe deit_base_l6                   # the descendants of a spec or pool folder
+
+With several processes: ``accelerate launch -m timm_learngene.recipes.distill ...`` (or ``accelerate launch
+recipes/distill.py ...`` from a checkout). Jobs on a pool folder: profile its descendants on this machine, select
+one, export it, push the pool (or the exported descendant).
 
     python -m timm_learngene profile out/finetune/pool --device cpu --threads 2     # latency into config.json
     python -m timm_learngene select out/finetune/pool --max-latency-ms 5            # the best within 5 ms here
@@ -9,6 +21,7 @@
     python -m timm_learngene push out/s3 my-org/pool-s3                             # the exported s3 as its own repo
 """
 import argparse
+import importlib
 import sys
 from typing import List, Optional
 
@@ -21,12 +34,25 @@ from .profiling import DTYPES, profile_pool
 from .select import select
 from .training.progress import Progress
 
-__all__ = ['main', 'parse_args']
+__all__ = ['main', 'parse_args', 'console', 'TRAINING_COMMANDS']
+
+# subcommand -> (module of timm_learngene.recipes, help); run through the recipe's own option table
+TRAINING_COMMANDS = {
+    'train-vit': ('train_vit', 'train a plain ViT: the ancestry, or a student distilled with logit KD'),
+    'distill': ('distill', 'distill an ancestry into every member of a pool, one pass'),
+    'finetune': ('finetune', 'stitch init and joint finetuning of every descendant of a distilled pool'),
+    'evaluate': ('evaluate', 'top-1 (test and validation), params, GMACs and img/s of every descendant'),
+    'pipeline': ('pipeline', 'the main job: ancestry, distill, finetune, evaluate, report (presets demo, '
+                             'replication)'),
+    'describe': ('describe_pool', "a spec's or pool folder's descendants (name, route, params, GMACs)"),
+}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='python -m timm_learngene', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='timm-learngene', description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest='command', required=True)
+    for name, (_, help) in TRAINING_COMMANDS.items():  # parsed by the recipe (see main); listed here for --help
+        sub.add_parser(name, help=help + f' (timm-learngene {name} --help)', add_help=False)
     push = sub.add_parser('push', help='upload a pool folder (save_pool output), or one descendant exported alone '
                           '(export --format timm), with a model card to a Hub repo')
     push.add_argument('folder', help='pool or exported-descendant folder holding model.safetensors + config.json')
@@ -117,10 +143,27 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_training(command: str, argv: List[str]) -> int:
+    # imported by name when asked for: the training jobs need accelerate and pyyaml (the [train] extra), which the
+    # pool commands below do not
+    try:
+        recipe = importlib.import_module(f'{__package__}.recipes.{TRAINING_COMMANDS[command][0]}')
+        cli = importlib.import_module(f'{__package__}.training.cli')
+    except ImportError as e:
+        print(f"error: timm-learngene {command} needs the training extra ({e}); pip install 'timm-learngene[train]'",
+              file=sys.stderr)
+        return 2
+    cli.run_cli(recipe.main, argv)  # a documented failure exits 2 with one error line
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command; 0 on success, 2 with one ``error:`` line on stderr for a documented failure (a bad folder,
     pool, descendant, budget or repo id; no latency measured for the device; a missing optional package; the Hub
     offline, unreachable or refusing)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        return _run_training(argv[0], argv[1:])
     args = parse_args(argv)
     setup_logging()
     if args.command != 'push':
@@ -151,5 +194,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == '__main__':
+def console() -> None:
+    """The ``timm-learngene`` console script."""
     sys.exit(main())
+
+
+if __name__ == '__main__':
+    console()

@@ -170,7 +170,9 @@ def _is_size(v) -> bool:
 # the kinds of the optional model_args (the spec and the descendant list are checked where they are read)
 _ARG_CHECKS = {
     'descendant': (lambda v: isinstance(v, str) or isinstance(v, list), 'a descendant name such as "s3" or a route'),
-    'num_classes': (lambda v: _is_int(v) and v >= 0, 'a non-negative integer'),
+    # -1 is timm's 'adapt the head' (train.py --pretrained-path puts it in the overlay); the pool's own head is then
+    # loaded only where the checkpoint's spec has the model's classes, as for any other count
+    'num_classes': (lambda v: _is_int(v) and v >= -1, 'a non-negative integer (or -1: timm\'s "adapt the head")'),
     'in_chans': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'img_size': (_is_size, 'a positive integer or [height, width]'),
     'global_pool': (lambda v: isinstance(v, str), 'a string'),
@@ -207,7 +209,9 @@ _CFG_CHECKS = {
                    'three positive integers [C, H, W]'),
     'test_input_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 3
                                                 and all(_is_int(x) and x > 0 for x in v)), 'null or [C, H, W]'),
-    'num_classes': (lambda v: _is_int(v) and v >= 0, 'a non-negative integer'),
+    # -1 is timm's 'adapt the head' (train.py --pretrained-path puts it in the overlay); the pool's own head is then
+    # loaded only where the checkpoint's spec has the model's classes, as for any other count
+    'num_classes': (lambda v: _is_int(v) and v >= -1, 'a non-negative integer (or -1: timm\'s "adapt the head")'),
     'fixed_input_size': (lambda v: isinstance(v, bool), 'true or false'),
     'mean': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),
     'std': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),

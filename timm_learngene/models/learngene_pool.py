@@ -24,6 +24,7 @@ from timm.models._input import update_model_input_size
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import Block
 
+from ..data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from ..errors import PoolSpecError
 from ..pool_file import (
     FORMAT_VERSION, check_format_version, check_model_args, check_pretrained_cfg, check_weights_file,
@@ -630,6 +631,20 @@ class LearngenePool(nn.Module):
 
 
 # ---- configs and entrypoints ------------------------------------------------------------------------------
+# the normalisation of the data set a registered spec was made for; other specs get ImageNet's
+SPEC_MEAN_STD = {'fashion_mnist_l6': (FASHION_MNIST_MEAN, FASHION_MNIST_STD)}
+
+
+def spec_data_config(spec: PoolSpec) -> Dict[str, Any]:
+    """The preprocessing a model of ``spec`` takes, for its pretrained cfg: ``input_size`` from the spec's channels
+    and image size; ``mean`` / ``std`` of the data set the spec is registered for (:data:`SPEC_MEAN_STD`), else
+    ImageNet's (for a channel count other than 3, the mean of ImageNet's three values on every channel)."""
+    mean, std = SPEC_MEAN_STD.get(spec.name, (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+    if len(mean) != spec.in_chans:
+        mean, std = (tuple([round(sum(v) / len(v), 4)] * spec.in_chans) for v in (mean, std))
+    return dict(input_size=(spec.in_chans, spec.img_size, spec.img_size), mean=tuple(mean), std=tuple(std))
+
+
 def _cfg(pool: str = 'deit_base_l6', **kwargs) -> Dict[str, Any]:
     return {
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': None,
@@ -664,6 +679,9 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     kwargs.setdefault('in_chans', spec.in_chans)
     kwargs.setdefault('img_size', spec.img_size)  # fixed_input_size makes timm pass the cfg's 224 otherwise
     file = None
+    if kwargs.get('pretrained_cfg') is None:  # the registry's cfg, written for deit_base_l6's 224 px RGB
+        built = _apply_overrides(spec, None, kwargs['img_size'], kwargs['in_chans'])
+        kwargs['pretrained_cfg_overlay'] = dict(spec_data_config(built), **(kwargs.get('pretrained_cfg_overlay') or {}))
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     check_pretrained_cfg({k: v for k, v in cfg.to_dict().items() if v is not None}, 'pretrained_cfg')
     if pretrained:
@@ -676,18 +694,26 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
             route = descendant.route if isinstance(descendant, DescendantInfo) else \
                 find_descendant(built, descendant).route
         check_weights_file(file, spec, route)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        if descendant is None:
-            model = build_model_with_cfg(LearngenePool, variant, pretrained=False, pool=pool, **kwargs)
-        else:
-            # features_only: timm's getter over forward_intermediates, as for its own ViTs
-            out_indices = kwargs.pop('out_indices', 3)
-            model = build_model_with_cfg(Descendant, variant, pretrained=False, pool=pool, descendant=descendant,
-                                         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
-    if dtype is not None:
-        model = model.to(dtype=dtype)
-    if pretrained:
-        load_pool_weights(model, model.pretrained_cfg, file=file)
+    def construct(cls, **kw):
+        # timm's builder calls this, then wraps the model for features_only: the weights go in before the wrapper
+        # (and its pruning) exists, as timm's own pretrained loads do
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = cls(**kw)
+        if dtype is not None:
+            model = model.to(dtype=dtype)
+        if pretrained:
+            load_pool_weights(model, cfg.to_dict(), file=file)
+        return model
+
+    if descendant is None:
+        model = build_model_with_cfg(partial(construct, LearngenePool), variant, pretrained=False, pool=pool,
+                                     **kwargs)
+    else:
+        # features_only: timm's getter over forward_intermediates, as for its own ViTs
+        out_indices = kwargs.pop('out_indices', 3)
+        model = build_model_with_cfg(partial(construct, Descendant), variant, pretrained=False, pool=pool,
+                                     descendant=descendant,
+                                     feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
     return model
 
 

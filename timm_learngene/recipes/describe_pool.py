@@ -11,6 +11,7 @@ from ..evaluation import write_markdown
 from ..pool_file import descendant_table
 from ..spec import PoolSpec, enumerate_descendants, pool_params
 from ..training.options import Option, OptionTable
+from ..training.cli import run_cli
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -43,3 +44,7 @@ def run(cfg):
 def main(argv: Optional[Sequence[str]] = None):
     """``run(parse_args(argv))``."""
     return run(parse_args(argv))
+
+
+if __name__ == '__main__':  # accelerate launch -m timm_learngene.recipes.describe_pool ...
+    run_cli(main)

@@ -27,6 +27,7 @@ from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
 )
 from ..training.setup import check_inputs, prepare_run, start_run
+from ..training.cli import run_cli
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
 
@@ -110,3 +111,7 @@ def run(cfg):
 def main(argv: Optional[Sequence[str]] = None):
     """``run(parse_args(argv))``."""
     return run(parse_args(argv))
+
+
+if __name__ == '__main__':  # accelerate launch -m timm_learngene.recipes.distill ...
+    run_cli(main)

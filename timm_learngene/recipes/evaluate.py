@@ -36,6 +36,7 @@ from ..training.setup import check_inputs, resolve_precision
 from ..training.metrics import accuracy
 from ..training.progress import Progress
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
+from ..training.cli import run_cli
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -155,3 +156,7 @@ def run(cfg):
 def main(argv: Optional[Sequence[str]] = None):
     """``run(parse_args(argv))``."""
     return run(parse_args(argv))
+
+
+if __name__ == '__main__':  # accelerate launch -m timm_learngene.recipes.evaluate ...
+    run_cli(main)

@@ -37,6 +37,7 @@ from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
 from ..training.setup import check_inputs, prepare_run, start_run
+from ..training.cli import run_cli
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 
@@ -199,3 +200,7 @@ def run(cfg):
 def main(argv: Optional[Sequence[str]] = None):
     """``run(parse_args(argv))``."""
     return run(parse_args(argv))
+
+
+if __name__ == '__main__':  # accelerate launch -m timm_learngene.recipes.finetune ...
+    run_cli(main)

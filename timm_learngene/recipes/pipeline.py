@@ -43,14 +43,14 @@ from ..evaluation import pareto_front, write_markdown
 from ..training.loop import latest_checkpoint
 from ..training.options import Option, OptionTable
 from ..training.progress import format_seconds
+from ..training.cli import run_cli
 from . import distill, evaluate, finetune, train_vit
 from .replication import replicate
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'load_preset', 'stage_config', 'write_report']
 
-CHECKOUT = Path(__file__).resolve().parents[2]  # the presets ship in the checkout's recipes/configs
-PRESETS = {'demo': CHECKOUT / 'recipes' / 'configs' / 'pipeline_demo.yaml',
-           'replication': CHECKOUT / 'recipes' / 'configs' / 'pipeline_replication.yaml'}
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs'  # installed with the package; recipes/configs links here
+PRESETS = {'demo': CONFIGS / 'pipeline_demo.yaml', 'replication': CONFIGS / 'pipeline_replication.yaml'}
 STAGES = {'ancestry': train_vit, 'distill': distill, 'finetune': finetune, 'evaluate': evaluate}
 STAGE_DONE = '.stage_done.json'
 SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_attn', 'mixed_precision',
@@ -58,7 +58,7 @@ SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_att
 
 OPTIONS = OptionTable([
     Option('preset', str, 'demo', f'a preset name ({", ".join(sorted(PRESETS))}) or a preset YAML file'),
-    Option('output', str, '', "output folder ('' = out/<preset name> in the checkout)"),
+    Option('output', str, '', "output folder ('' = out/<preset name> in the working directory)"),
     Option('seed', int, None, "seed of every stage, overriding the preset's"),
     Option('force', bool, False, 'rerun the stages that finished before, from scratch'),
     Option('until', str, '', "stop after this stage (e.g. eval_distilled for a distillation ablation; '' = run "
@@ -169,7 +169,7 @@ class _StopAfter(Exception):
 def run(cfg) -> Path:
     """Run the pipeline; returns the report's path."""
     preset = load_preset(cfg)
-    out = Path(cfg.output or CHECKOUT / 'out' / preset['name'])
+    out = Path(cfg.output or Path('out') / preset['name'])
     shared = {k: preset[k] for k in SHARED if k in preset}
     # every stage's section is checked before the first stage runs (the paths the pipeline adds are stand-ins)
     stand_in = {'finetune': {'pool': 'POOL'}, 'evaluate': {'pool': 'POOL'},
@@ -369,3 +369,7 @@ def stitched_summary(out: Path) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """``run(parse_args(argv))``."""
     return run(parse_args(argv))
+
+
+if __name__ == '__main__':  # accelerate launch -m timm_learngene.recipes.pipeline ...
+    run_cli(main)

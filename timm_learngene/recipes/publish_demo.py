@@ -6,6 +6,8 @@ finished, with the seeds per arm stated) goes to ``docs/replication.md`` + ``doc
 and budget table into README.md between ``<!-- replication:start -->`` and ``<!-- replication:end -->``.
 
     python -m timm_learngene.recipes.publish_demo [OUT_DIR]        # default out/demo (make demo-docs)
+
+Paths are relative to the working directory: run it in the root of a checkout (docs/ and README.md are there).
 """
 import shutil
 import sys
@@ -16,7 +18,6 @@ from ..errors import ConfigError
 
 __all__ = ['publish', 'main']
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 START, END = '<!-- demo:start -->', '<!-- demo:end -->'
 REP_START, REP_END = '<!-- replication:start -->', '<!-- replication:end -->'
 
@@ -40,7 +41,7 @@ def _between(readme: Path, start: str, end: str, summary: str) -> None:
     readme.write_text(f'{head}{start}\n{summary}\n{end}{tail}')
 
 
-def publish(out: Path, docs: Path = CHECKOUT / 'docs', readme: Path = CHECKOUT / 'README.md') -> None:
+def publish(out: Path, docs: Path = Path('docs'), readme: Path = Path('README.md')) -> None:
     replication = out / 'report' / 'replication.md'
     if replication.is_file():
         text = replication.read_text()
@@ -63,7 +64,7 @@ def publish(out: Path, docs: Path = CHECKOUT / 'docs', readme: Path = CHECKOUT /
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    publish(Path(args[0]) if args else CHECKOUT / 'out' / 'demo')
+    publish(Path(args[0]) if args else Path('out') / 'demo')
 
 
 if __name__ == '__main__':
