@@ -1,7 +1,7 @@
 """Known-value tests (issue 17): every expected value here is worked out by hand on tiny tensors, or with a few
 lines of plain torch written in the test, never by calling the helper under test.
 
-Pinned: the distillation loss terms and total (SPEC step 3), ``kd_loss`` and ``soft_cross_entropy``, the
+Pinned: the distillation loss terms and total (docs/design.md, step 3), ``kd_loss`` and ``soft_cross_entropy``, the
 finetune loss weights (step 7), top-1 / top-k accuracy with ties, the budget boundary of ``select``,
 ``pareto_front``, the checkpoint checksum format, the stitch-init features / least squares / ridge composition
 (step 6) and the stitch positions and descendants of a depth-6 pool (step 5).
@@ -322,7 +322,7 @@ def test_accuracy_with_topk_larger_than_the_classes():
 # ---- select: budgets are inclusive ------------------------------------------------------------------------------
 def test_select_budget_is_inclusive_at_the_boundary():
     spec = get_pool_spec('deit_base_l6')
-    # SPEC.md: s1 tiny6 3,048,232 params; s2 10,416,616; s3 10,861,480; s4 17,059,624; s5 17,504,488
+    # docs/design.md: s1 tiny6 3,048,232 params; s2 10,416,616; s3 10,861,480; s4 17,059,624; s5 17,504,488
     assert select(spec, max_params=3_048_232) == 's1'
     with pytest.raises(BudgetError, match=r'no descendant fits.*max_params=3048231.*smallest is s1'):
         select(spec, max_params=3_048_231)

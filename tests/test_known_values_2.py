@@ -112,7 +112,7 @@ def test_feature_loss_default_is_the_raw_mse():
 def test_distiller_defaults_freeze_teacher_and_stitches_and_train_keeps_the_teacher_in_eval():
     pool, teacher = _pool(), _teacher()
     d = DenseDistiller(pool, teacher)
-    # SPEC step 3 defaults: alpha 0.1, T 1, beta_block = beta_attn = 1, no smoothing, raw MSE
+    # design step 3 defaults (docs/design.md): alpha 0.1, T 1, beta_block = beta_attn = 1, no smoothing, raw MSE
     assert (d.alpha, d.temperature, d.beta_block, d.beta_attn, d.smoothing, d.feature_norm) == (
         0.1, 1.0, 1.0, 1.0, 0.0, 'none')
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -215,7 +215,7 @@ def test_set_trainable_freezes_what_the_mode_does_not_train():
 def test_descendant_trainer_defaults_freezing_and_train_mode():
     pool, teacher = _pool(), _teacher()
     t = DescendantTrainer(pool, teacher)
-    # SPEC step 7 defaults: CE and KD weighted 0.5 each, T 1, no smoothing
+    # design step 7 defaults (docs/design.md): CE and KD weighted 0.5 each, T 1, no smoothing
     assert (t.ce_weight, t.kd_weight, t.temperature, t.smoothing) == (0.5, 0.5, 1.0, 0.0)
     assert not any(p.requires_grad for p in teacher.parameters())
     t.eval()

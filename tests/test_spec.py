@@ -1,4 +1,4 @@
-"""Pool specs, routes, descendant enumeration and the reference sizes of SPEC.md (all analytic)."""
+"""Pool specs, routes, descendant enumeration and the reference sizes of docs/design.md (all analytic)."""
 import json
 import subprocess
 import sys
@@ -19,7 +19,7 @@ from timm_learngene.spec import find_descendant, route_macs, route_name, route_p
 
 from conftest import tiny_spec
 
-L6_TABLE = [  # SPEC.md: name, route label, params, GMACs
+L6_TABLE = [  # docs/design.md: name, route label, params, GMACs
     ('s1', 'tiny6', 3_048_232, 0.64),
     ('s2', 'tiny6[0..4]->base6[5..5]', 10_416_616, 2.02),
     ('s3', 'tiny6[0..5]->base6[5..5]', 10_861_480, 2.12),
@@ -260,7 +260,7 @@ def test_metrics_kept_on_descendants(tiny6):
     assert infos[0].metrics == {}
 
 
-# ---- reference numbers (SPEC.md) ------------------------------------------------------------------------------
+# ---- reference numbers (docs/design.md) ----------------------------------------------------------------------
 def test_deit_base_l6_table():
     spec = get_pool_spec('deit_base_l6')
     infos = enumerate_descendants(spec)
@@ -280,7 +280,7 @@ def test_deit_base_l9_sizes():
     assert len(infos) == 27
     assert infos[0].route_label == 'tiny9' and infos[0].params == 4_382_824 and _within(infos[0].gmacs, 0.95)
     big = max(infos, key=lambda d: d.params)
-    assert big is infos[-1] and big.route == (('tiny', 0, 2), ('base', 0, 9))  # SPEC's (1, 0)
+    assert big is infos[-1] and big.route == (('tiny', 0, 2), ('base', 0, 9))  # design.md: (1, 0)
     assert _within(big.params, 65.78e6, 0.0001) and _within(big.gmacs, 13.36)
     base = next(d for d in infos if d.route_label == 'base9')
     assert base.params == 65_304_040

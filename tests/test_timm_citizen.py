@@ -58,7 +58,16 @@ def test_data_config_travels_with_a_one_channel_pool(tmp_path, caplog):
     recipe = dict(dataset='fashion_mnist', crop_pct=1.0, interpolation='bilinear')
     pool = timm.create_model('learngene_pool', pool=spec)
     with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
-        save_pool(pool, tmp_path / 'old')  # no data config: ImageNet's 3-channel mean and std stay
+        save_pool(pool, tmp_path / 'plain')  # no data config: the spec's channels and size, one mean and std
+    assert 'channel model' not in caplog.text
+    plain = resolve_data_config(model=timm.create_model(f'local-dir:{tmp_path / "plain"}', pretrained=True,
+                                                        descendant='s3'))
+    assert tuple(plain['input_size']) == (1, spec.img_size, spec.img_size) and len(plain['mean']) == 1
+    # a cfg that still has 3 values (an overlay, an old pool) for a 1-channel model is written with a warning
+    old = timm.create_model('learngene_pool', pool=spec, pretrained_cfg_overlay=dict(
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+        save_pool(old, tmp_path / 'old')
     assert 'mean and std has 3 values for a 1-channel model' in caplog.text and 'data_config=' in caplog.text
     caplog.clear()
     with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):

@@ -1,6 +1,6 @@
 """Dense distillation of an ancestry ViT into every member of a pool, all members from one teacher forward.
 
-For each member ``m`` (SPEC step 3)::
+For each member ``m`` (docs/design.md, step 3)::
 
     L_m = a * CE(z_m, y) + (1 - a) * [ T^2 KL(softmax(z_t / T) || softmax(z_m / T))
             + b_blk * sum_p MSE(W_p(h_m[p]), h_t[q(p)]) + b_att * sum_p MSE(V_p(o_m[p]), o_t[q(p)]) ]

@@ -1,4 +1,4 @@
-"""Joint finetuning of every descendant of a pool (SPEC step 7).
+"""Joint finetuning of every descendant of a pool (docs/design.md, step 7).
 
 Each optimizer step trains ``per_step`` routes drawn by a :class:`RouteSampler` from a seeded generator that every
 process advances identically (so data-parallel processes train the same routes); the sandwich rule of slimmable

@@ -1,5 +1,5 @@
 """Stitch-layer initialisation: ``lstsq`` (SN-Net), ``learngene`` (data-free, from the distillation transforms)
-and ``transpose`` (the released Learngene Pool code's rule). SPEC step 6.
+and ``transpose`` (the released Learngene Pool code's rule). design step 6 (docs/design.md).
 
 A stitch layer of the pair (front, end) and window w is shared by every position (j, k) the window owns; each
 method solves one affine map per position and the layer gets their mean.
