@@ -117,9 +117,9 @@ REASONS = {
         (EQUIVALENT, _DIM),
     ('losses.py', 'soft_cross_entropy', 'return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=+1).mean()'):
         (EQUIVALENT, _DIM),
-    # select.py
-    ('select.py', 'select', 'break', 'if max_gmacs is not None and d.gmacs > max_gmacs:'): (EQUIVALENT, _RANK),
-    ('select.py', 'select', "f'the smallest is {smallest.name} ({smallest.gmacs:.3f} GMACs, "
+    # selection.py
+    ('selection.py', 'select', 'break', 'if max_gmacs is not None and d.gmacs > max_gmacs:'): (EQUIVALENT, _RANK),
+    ('selection.py', 'select', "f'the smallest is {smallest.name} ({smallest.gmacs:.3f} GMACs, "
                             "{smallest.params / 1000001.0:.2f}M params'"):
         (MESSAGE, 'the parameter count printed in the BudgetError text, in 0.01M steps where a 1e-6 relative change '
                   'seldom shows'),

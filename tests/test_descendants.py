@@ -10,7 +10,7 @@ from timm.models import save_for_hf
 import timm_learngene
 from timm_learngene.errors import PoolSpecError
 from timm_learngene.recipes import evaluate, finetune
-from timm_learngene.select import BudgetError, select
+from timm_learngene.selection import BudgetError, select
 from timm_learngene.profiling import NoProfileError, Profile, device_signature, read_profiles, write_profile
 from timm_learngene.snnet import anchor_pool, anchor_spec
 from timm_learngene.spec import enumerate_descendants, member_params, stitch_positions

@@ -19,7 +19,7 @@ from timm_learngene.distill import DenseDistiller
 from timm_learngene.evaluation import pareto_front
 from timm_learngene.finetune import DescendantTrainer
 from timm_learngene.losses import kd_loss, label_kd_loss, soft_cross_entropy
-from timm_learngene.select import BudgetError, select
+from timm_learngene.selection import BudgetError, select
 from timm_learngene.spec import (
     DistillSpec, default_matched_blocks, enumerate_descendants, get_pool_spec, stitch_positions, stitch_window,
 )

@@ -19,7 +19,7 @@ from timm_learngene.errors import PoolSpecError, RouteError
 from timm_learngene.evaluation import descendant_rows, write_csv, write_markdown
 from timm_learngene.finetune import DescendantTrainer, RouteSampler, set_trainable
 from timm_learngene.losses import label_kd_loss
-from timm_learngene.select import BudgetError, select
+from timm_learngene.selection import BudgetError, select
 from timm_learngene.spec import (
     DistillSpec, MemberSpec, PoolSpec, _deit_base_pool, _SPECS, enumerate_descendants, find_descendant,
     get_pool_spec, pool_params, register_pool_spec, route_name, stitch_window, validate_route,

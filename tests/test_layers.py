@@ -12,7 +12,7 @@ FLOORS = [
     {'spec', 'data'},
     {'pool_file'},
     {'models'},
-    {'checkpoint', 'distill', 'stitch_init', 'finetune', 'evaluation', 'select', 'snnet', 'ancestry', 'profiling'},
+    {'checkpoint', 'distill', 'stitch_init', 'finetune', 'evaluation', 'selection', 'snnet', 'ancestry', 'profiling'},
     {'model_card'},
     {'hub', 'export'},
     {'training'},

@@ -21,7 +21,7 @@ from timm_learngene.profiling import (
     DeviceSignature, NoProfileError, Profile, device_signature, find_profile, profile_pool, read_profiles, summarize,
     time_models, write_profile,
 )
-from timm_learngene.select import BudgetError, select
+from timm_learngene.selection import BudgetError, select
 from timm_learngene.training.progress import Progress
 
 from conftest import tiny_spec

@@ -15,7 +15,7 @@ from .models import Descendant, LearngenePool, Member
 from .checkpoint import (
     load_pool, load_pool_weights, read_pool_config, save_descendant, save_pool, update_pool_metrics,
 )
-from .select import BudgetError, select
+from .selection import BudgetError, select
 
 __all__ = [
     '__version__', 'CheckpointError', 'FormatVersionError', 'LearngeneError', 'PoolSpecError', 'RouteError',

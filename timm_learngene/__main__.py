@@ -31,7 +31,7 @@ from .hub import push_to_hub, stage_for_hub
 from .hub_errors import hub_error
 from .logs import setup_logging
 from .profiling import DTYPES, profile_pool
-from .select import select
+from .selection import select
 from .training.progress import Progress
 
 __all__ = ['main', 'parse_args', 'console', 'TRAINING_COMMANDS']

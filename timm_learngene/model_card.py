@@ -209,7 +209,7 @@ pool = timm.create_model('hf-hub:{repo_id}', pretrained=True)
 
 # the best descendant within a budget
 from huggingface_hub import hf_hub_download
-from timm_learngene.select import select
+from timm_learngene import select
 name = select(hf_hub_download('{repo_id}', 'config.json'), max_gmacs={infos[-1].gmacs / 2:.3g})
 ```
 
