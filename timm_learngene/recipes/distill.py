@@ -28,6 +28,7 @@ from ..training.options import (
 )
 from ..training.setup import check_inputs, prepare_run, start_run
 from ..training.cli import run_cli
+from ..weight_selection import init_members_from_ancestry
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'build_pool']
 
@@ -50,6 +51,9 @@ OPTIONS = OptionTable([
            "(raw residual stream MSE, scale of the teacher's features), teacher_ms (divided by the teacher "
            "feature's mean square), layernorm (both sides layer normalised without affine)",
            choices=FEATURE_NORMS, group='distillation'),
+    Option('member_init', str, 'random', "how the members start: random (timm's ViT init) or weight_selection (each "
+           "member takes evenly spaced blocks, channels, heads and MLP units of the ancestry; "
+           'timm_learngene/weight_selection.py)', choices=('random', 'weight_selection'), group='distillation'),
     *OPTIMIZATION, *AUGMENTATION, *RUN,
 ], __doc__, defaults=dict(teacher='deit_base_patch16_224', output='out/distill'))
 
@@ -73,6 +77,8 @@ def run(cfg):
     pool = build_pool(cfg)
     spec = pool.pool_spec
     teacher = load_ancestry(cfg.teacher, cfg.teacher_checkpoint or None)
+    if cfg.member_init == 'weight_selection':  # before the run starts: a resumed run loads its checkpoint over it
+        init_members_from_ancestry(pool, teacher)
     distiller = DenseDistiller(pool, teacher, alpha=cfg.alpha, temperature=cfg.temperature,
                                beta_block=cfg.beta_block, beta_attn=cfg.beta_attn,
                                smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing,
