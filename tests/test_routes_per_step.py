@@ -155,3 +155,15 @@ def test_routes_may_be_names_infos_or_lists():
     assert set(both) == {'total', 'ce', 'route:s1', 'route:s3'}
     with pytest.raises(ValueError, match='no route given'):
         trainer(x, y, [])
+
+
+def test_routes_for_draws_once_per_optimizer_step():
+    routes = [(('t', 0, 1),), (('b', 0, 1),), (('t', 0, 0), ('b', 0, 1)), (('t', 0, 1), ('b', 1, 1))]
+    a, b = RouteSampler(routes, seed=3, per_step=2), RouteSampler(routes, seed=3, per_step=2)
+    want = [b.draw_step() for _ in range(5)]
+    got = []
+    for step in range(5):
+        first = a.routes_for(step)
+        assert a.routes_for(step) is first and a.routes_for(step) == first  # later micro-batches: the same routes
+        got.append(first)
+    assert got == want

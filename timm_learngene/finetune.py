@@ -58,6 +58,15 @@ class RouteSampler:
         self.per_step = per_step
         self._others = [r for r in self.routes if r not in self.always]
         self.generator = torch.Generator().manual_seed(seed)
+        self._step: Optional[int] = None
+        self._routes: List[Route] = []
+
+    def routes_for(self, step: int) -> List[Route]:
+        """The routes of optimizer step ``step``: drawn (:meth:`draw_step`) on the step's first call, the same for
+        its later calls (the micro-batches of a gradient accumulation)."""
+        if step != self._step:
+            self._step, self._routes = step, self.draw_step()
+        return self._routes
 
     def draw_step(self) -> List[Route]:
         """The routes of the next optimizer step: the ``always`` routes, then the drawn ones."""

@@ -165,14 +165,8 @@ def run(cfg):
     trainer = prep.model
     core = accelerator.unwrap_model(trainer)
 
-    current = {}
-
     def loss_fn(model, x, y, step):
-        # the step's routes: drawn on its first micro-batch, kept through the gradient accumulation
-        if step not in current:
-            current.clear()
-            current[step] = sampler.draw_step()
-        return model(x, y, current[step])
+        return model(x, y, sampler.routes_for(step))  # drawn on the step's first micro-batch
 
     def evaluate(epoch):
         if prep.eval_loader is None:
