@@ -5,7 +5,9 @@ from types import SimpleNamespace
 
 import torch
 
-from timm_learngene.training.loop import NonFiniteLossError, cosine_schedule, finish, fit, make_accelerator, make_optimizer
+from timm_learngene.training.loop import (
+    NonFiniteLossError, PreparedRun, cosine_schedule, finish, fit, make_accelerator, make_optimizer,
+)
 
 out = sys.argv[1]
 cfg = SimpleNamespace(output=out, resume='', cpu=True, mixed_precision='no', grad_accum=1, seed=0, log_every=1,
@@ -27,7 +29,7 @@ def loss_fn(model, x, y, step):
 
 
 try:
-    fit(cfg, acc, model, loader, loss_fn, opt, cosine_schedule(opt, 1, 8), 8)
+    fit(cfg, acc, PreparedRun(model, opt, loader, None, cosine_schedule(opt, 1, 8), len(loader), 8), loss_fn)
 except NonFiniteLossError as e:
     print(f'rank {acc.process_index} stopped: {e}', flush=True)
     finish(acc)

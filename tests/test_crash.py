@@ -29,7 +29,8 @@ from timm_learngene.errors import CheckpointError, ResumeError
 from timm_learngene.finetune import RouteSampler
 from timm_learngene.recipes import distill, finetune
 from timm_learngene.training.loop import (
-    NonFiniteLossError, cosine_schedule, fit, latest_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
+    NonFiniteLossError, PreparedRun, cosine_schedule, fit, latest_checkpoint, make_accelerator, make_optimizer,
+    save_checkpoint,
 )
 
 from test_distill import _args as _distill_args, _teacher
@@ -273,7 +274,8 @@ def _tiny_fit(out: Path, loss_fn, resume=False, steps=6, extra_state=(), loader_
     opt = make_optimizer(model, 1e-2, 0.05)
     model, opt, loader = acc.prepare(model, opt, loader)
     try:
-        fit(cfg, acc, model, loader, loss_fn, opt, cosine_schedule(opt, 1, steps), steps, extra_state=extra_state)
+        fit(cfg, acc, PreparedRun(model, opt, loader, None, cosine_schedule(opt, 1, steps), len(loader), steps), loss_fn,
+            extra_state=extra_state)
     finally:
         _reset()
     return model.weight.detach().clone()

@@ -242,6 +242,17 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     a = load_file(seed0 / 'distill' / 'pool' / 'model.safetensors')
     a1 = load_file(tmp_path / 'out' / 'seed1' / 'distill' / 'pool' / 'model.safetensors')
     assert any(not torch.equal(a[k], a1[k]) for k in a if k.startswith('members.'))
+    # the screen of candidate pools: a demo-layout run of the same pool reads back as the replication's own
+    from timm_learngene.recipes.replication import screen
+    cand = tmp_path / 'cand'
+    cand.mkdir()
+    for src, dst in (('distill', 'distill'), ('lgp_lstsq_finetuned', 'finetune'), ('eval_lgp_lstsq_finetuned', 'eval')):
+        (cand / dst).symlink_to(seed0 / src)
+    table = screen(tmp_path / 'out', {'same': cand}).splitlines()
+    lgp = next(line for line in table if line.startswith('| LGP lstsq (replication) |'))
+    assert next(line for line in table if line.startswith('| same |')) == lgp.replace('LGP lstsq (replication)', 'same')
+    assert '<= direct 16w' in table[0] and '<= direct 24w' in table[0] and '| direct students | one each | 2 |' in table[2]
+    assert any(line.startswith("- same: best descendant minus student") for line in table)
     b = load_file(seed0 / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))

@@ -45,6 +45,7 @@ TRAINING_COMMANDS = {
     'pipeline': ('pipeline', 'the main job: ancestry, distill, finetune, evaluate, report (presets demo, '
                              'replication)'),
     'describe': ('describe_pool', "a spec's or pool folder's descendants (name, route, params, GMACs)"),
+    'screen': ('screen', "candidate pools against a replication run's pool and direct students"),
 }
 
 

@@ -8,8 +8,9 @@ launchers (``accelerate launch recipes/distill.py ...``); the pipeline calls ``r
     evaluate        top-1/top-5, params, GMACs, throughput and latency of every descendant
     pipeline        the whole job on real data, one command (presets demo, replication)
     describe_pool   a pool's descendants as a Markdown table, from its spec alone
+    screen          candidate pools against the replication's pool and direct students (issue 28)
 
 Every option of every recipe: docs/options.md (``python -m timm_learngene.recipes.options_doc``).
 """
 
-RECIPES = ('train_vit', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool')
+RECIPES = ('train_vit', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool', 'screen')

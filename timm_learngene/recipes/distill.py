@@ -103,7 +103,7 @@ def run(cfg):
     accelerator.print(f'distilling {cfg.teacher_checkpoint or cfg.teacher} into {[m.label for m in spec.members]} '
                       f'({prep.total_steps} steps, {prep.steps_per_epoch} per epoch, {accelerator.num_processes} '
                       f'process(es))')
-    fit(cfg, accelerator, distiller, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
+    fit(cfg, accelerator, prep, loss_fn,
         evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), desc='distill')
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

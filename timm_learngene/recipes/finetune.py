@@ -178,7 +178,7 @@ def run(cfg):
 
     accelerator.print(f'finetuning {len(routes)} descendants of {spec.name!r} ({cfg.train}), {prep.total_steps} '
                       f'steps, {accelerator.num_processes} process(es)')
-    fit(cfg, accelerator, trainer, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
+    fit(cfg, accelerator, prep, loss_fn,
         evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), extra_state=[sampler], desc='finetune')
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

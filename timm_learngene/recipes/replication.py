@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import yaml
 
 from ..checkpoint import read_pool_config
+from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
 from . import distill, evaluate, finetune, train_vit
@@ -545,3 +546,68 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     path = rep_dir / 'replication.md'
     path.write_text('\n'.join(lines))
     return path
+
+
+def _pool_arm(distill_dir: Path, finetune_dir: Path, eval_csv: Path, anc_macs: int) -> Dict:
+    """One finetuned pool of a run on disk: its rows, spec and training compute (distillation + finetuning)."""
+    spec = read_pool_config(finetune_dir / 'pool')['model_args']['pool']
+    ft_cfg = yaml.safe_load((finetune_dir / 'config.yaml').read_text())
+    cost = stage_images(distill_dir) * distill_macs_per_image(spec, anc_macs) + \
+        stage_images(finetune_dir) * finetune_macs_per_image(spec, ft_cfg, anc_macs)
+    return dict(rows=_rows(eval_csv), spec=spec, cost=cost)
+
+
+def _students(seed_dir: Path, spec: PoolSpec, anc_macs: int) -> List[Dict]:
+    """The direct students a replication seed folder holds (``direct_<W>w``), as report rows with their cost."""
+    rows = []
+    for s_dir in sorted(seed_dir.glob('direct_*w'), key=lambda p: int(p.name[len('direct_'):-1])):
+        if not (s_dir / 'model' / 'model.safetensors').exists():
+            continue
+        args = yaml.safe_load((s_dir / 'config.yaml').read_text())['model_args']
+        w, h, d = args['embed_dim'], args['num_heads'], args['depth']
+        macs = _vit_macs(w, h, d, spec)
+        rows.append(dict(name=f'direct {w}w', route=f'ViT {w}/{h}h/{d}', params=_vit_params(w, h, d, spec),
+                         gmacs=round(macs / 1e9, 4), top1=_last_top1(s_dir),
+                         cost=stage_images(s_dir) * (anc_macs + 3 * macs)))
+    return rows
+
+
+def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) -> str:
+    """Markdown: candidate pools (``make demo``-layout run folders: distill/, finetune/, eval/) against the
+    replication's seed-``seed`` Learngene Pool (lstsq) and its direct students, on the same ancestry. Per pool: the
+    test top-1 of the descendant chosen on val within each student's GMACs (its val top-1 beside it), the stitched
+    descendants' mean, the training compute after the shared ancestry, and issue 28's goal at one seed."""
+    replication_out, sd = Path(replication_out), Path(replication_out) / f'seed{seed}'
+    spec = read_pool_config(sd / 'distill' / 'pool')['model_args']['pool']
+    anc_cfg = yaml.safe_load((replication_out / 'ancestry' / 'config.yaml').read_text())['model_args']
+    anc_macs = _vit_macs(anc_cfg['embed_dim'], anc_cfg['num_heads'], anc_cfg['depth'], spec)
+    students = _students(sd, spec, anc_macs)
+    if not students:
+        raise ConfigError(f'{sd} has no finished direct students (direct_<W>w); run the replication preset first')
+    pools = {'LGP lstsq (replication)': _pool_arm(sd / 'distill', sd / 'lgp_lstsq_finetuned',
+                                                  sd / 'eval_lgp_lstsq_finetuned' / 'descendants.csv', anc_macs)}
+    for name, run in candidates.items():
+        run = Path(run)
+        pools[name] = _pool_arm(run / 'distill', run / 'finetune', run / 'eval' / 'descendants.csv', anc_macs)
+    head = ['pool', 'members', 'sizes', 'compute after the ancestry (TMACs)'] + \
+        [f"<= {s['name']} ({s['gmacs']:.4g} G): test / val" for s in students] + ['stitched mean test / val']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head),
+             '| direct students | one each | ' + str(len(students)) + f" | {sum(s['cost'] for s in students) / 1e12:.1f} | "
+             + ' | '.join(f"{s['top1']:.2f}" for s in students) + ' | |']
+    goals = []
+    for name, p in pools.items():
+        cells = [name, ' / '.join(f'{m.width}' for m in p['spec'].members), str(len({r['gmacs'] for r in p['rows']})),
+                 f"{p['cost'] / 1e12:.1f}"]
+        for s in students:
+            fits = [r for r in p['rows'] if r['gmacs'] <= s['gmacs'] * 1.0001]
+            best = max(fits, key=lambda r: (r['val_top1'], -r['gmacs'])) if fits else None
+            cells.append(f"{best['top1']:.2f} / {best['val_top1']:.2f} ({best['name']})" if best else '')
+        stitched = [r for r in p['rows'] if '->' in str(r['route'])]
+        cells.append(f"{sum(r['top1'] for r in stitched) / len(stitched):.2f} / "
+                     f"{sum(r['val_top1'] for r in stitched) / len(stitched):.2f}" if stitched else '')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+        goals += [line.replace(f"- {name} finetuned:", f'- {name}:') for line in goal(
+            {f'{name} finetuned': {seed: p['rows']}, 'direct': {seed: students}},
+            {f'{name} finetuned': p['cost'], 'direct': sum(s['cost'] for s in students)})]
+    return '\n'.join(lines + ['', f'Goal at seed {seed} (issue 28; compute compared after the shared ancestry):', '']
+                     + goals) + '\n'

@@ -103,7 +103,7 @@ def run(cfg):
             return accuracy(accelerator, lambda x: {'top1': model(x)}, prep.eval_loader)
 
     core = accelerator.unwrap_model(model)
-    fit(cfg, accelerator, model, prep.train_loader, loss_fn, prep.optimizer, prep.scheduler, prep.total_steps,
+    fit(cfg, accelerator, prep, loss_fn,
         evaluate=evaluate, mixup=build_mixup(vars(cfg), core.num_classes),
         desc='train_vit (KD)' if teacher is not None else 'train_vit')
     accelerator.wait_for_everyone()

@@ -13,6 +13,7 @@ data order, RNG, optimizer, schedule and the loop's own state exactly.
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
@@ -29,7 +30,7 @@ from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_t
     save_checkpoint, step_of, trim_log,
 )
 
-__all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState',
+__all__ = ['make_accelerator', 'make_optimizer', 'cosine_schedule', 'fit', 'finish', 'TrainState', 'PreparedRun',
            'NonFiniteLossError', 'save_checkpoint', 'latest_checkpoint', 'load_train_state']
 
 _logger = get_logger(__name__)
@@ -191,13 +192,26 @@ def _kept(kept: Optional[Path]) -> str:
     return f'the last checkpoint {kept} is kept' if kept is not None else 'no checkpoint was saved yet'
 
 
-def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, loss_fn: Callable,
-        optimizer, scheduler, total_steps: int, evaluate: Optional[Callable] = None,
-        mixup: Optional[Callable] = None, extra_state: Iterable = (), desc: str = 'train') -> TrainState:
-    """Run ``total_steps`` optimizer steps of ``loss_fn(model, x, y, step) -> {'total': …, …}``.
+@dataclass
+class PreparedRun:
+    """The prepared objects of a training run. ``model``, ``optimizer`` and the loaders are accelerate's wrapped
+    ones; ``scheduler`` is not prepared (it counts optimizer steps, whatever the number of processes)."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_loader: torch.utils.data.DataLoader
+    eval_loader: Optional[torch.utils.data.DataLoader]
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+    total_steps: int
 
-    ``model``, ``optimizer`` and ``train_loader`` must already be prepared. ``scheduler`` is stepped here once
-    per optimizer step (not prepared, so its schedule counts optimizer steps on any number of processes).
+
+def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, evaluate: Optional[Callable] = None,
+        mixup: Optional[Callable] = None, extra_state: Iterable = (), desc: str = 'train') -> TrainState:
+    """Run ``run.total_steps`` optimizer steps of ``loss_fn(run.model, x, y, step) -> {'total': …, …}``.
+
+    ``run`` is what :func:`~timm_learngene.training.setup.prepare_run` returns: its model, optimizer and training
+    loader already prepared. ``run.scheduler`` is stepped here once per optimizer step (not prepared, so its
+    schedule counts optimizer steps on any number of processes).
     With ``cfg.resume`` the latest checkpoint under ``cfg.resume/checkpoints`` is loaded first (resuming a run
     in its own folder also drops the log records and checkpoints a killed run left after that step, since those
     steps are redone); with ``cfg.stop_after`` the run checkpoints and returns after that many steps (for
@@ -207,6 +221,8 @@ def fit(cfg, accelerator: Accelerator, model: torch.nn.Module, train_loader, los
     draws each iterator's seed from the global torch RNG, and a run resumed mid-epoch starts one iterator more
     than an uninterrupted run did.
     """
+    model, train_loader, optimizer, scheduler = run.model, run.train_loader, run.optimizer, run.scheduler
+    total_steps = run.total_steps
     state = TrainState()
     stateful = [state, scheduler, *extra_state]  # saved as JSON next to accelerate's files
     ckpt_dir = Path(cfg.output) / 'checkpoints'

@@ -2,7 +2,6 @@
 datasets and loaders, the optimizer, one ``accelerator.prepare``, the step counts and the learning-rate schedule."""
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -12,7 +11,7 @@ from accelerate import Accelerator
 from ..data import build_dataset, build_loader, check_data_source
 from ..logs import get_logger
 from .launch import apply_launcher, write_launch_record
-from .loop import cosine_schedule, make_accelerator, make_optimizer
+from .loop import PreparedRun, cosine_schedule, make_accelerator, make_optimizer
 from .progress import check_trackers
 from .options import save_config
 from .precision import make_probe_step, resolve_mixed_precision
@@ -87,19 +86,6 @@ def warmup_steps(cfg, steps_per_epoch: int, total: int) -> int:
         _logger.warning('warm-up is %d of the run\'s %d optimizer steps (over half): the learning rate peaks late; '
                         'lower --warmup-epochs or use --warmup-frac', steps, total)
     return steps
-
-
-@dataclass
-class PreparedRun:
-    """The prepared objects of a training run. ``model``, ``optimizer`` and the loaders are accelerate's wrapped
-    ones; ``scheduler`` is not prepared (it counts optimizer steps, whatever the number of processes)."""
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    train_loader: torch.utils.data.DataLoader
-    eval_loader: Optional[torch.utils.data.DataLoader]
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    steps_per_epoch: int
-    total_steps: int
 
 
 def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: torch.nn.Module, *, img_size: int,
