@@ -337,3 +337,21 @@ def test_member_loads_timm_vit(tiny6, member, width, heads):
             assert torch.equal(m.blocks[i](y), vit.blocks[i](y)), i
         assert torch.equal(d.forward_features(x), vit.forward_features(x))
         assert torch.equal(d(x), vit(x))
+
+
+def test_pool_forward_follows_a_replaced_member_module():
+    """The pool keeps a descendant view per route; replacing a member's head or block (as a user or timm's
+    reset_classifier does) must not leave forward running the old module."""
+    from timm_learngene.spec import MemberSpec, PoolSpec
+    spec = PoolSpec('views', (MemberSpec('tiny', 16, 2, 2), MemberSpec('base', 32, 4, 2)), img_size=32, patch_size=8,
+                    num_classes=5)
+    pool = timm.create_model('learngene_pool', pool=spec).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = pool(x, 's2')
+        pool.members['base'].head = torch.nn.Linear(32, 3)
+        after = pool(x, 's2')
+        assert after.shape == (2, 3) and torch.equal(after, pool.descendant('s2')(x))
+        pool.members['base'].blocks[1] = timm.models.vision_transformer.Block(32, 4)
+        assert torch.equal(pool(x, 's2'), pool.descendant('s2')(x))
+    assert before.shape == (2, 5)

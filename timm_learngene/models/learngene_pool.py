@@ -212,6 +212,14 @@ class Descendant(nn.Module):
         self._pool_keys = parts['pool_keys']
         self._index_blocks()
 
+    def runs(self, parts: Dict[str, Any]) -> bool:
+        """Whether this descendant runs exactly the modules ``parts`` (the same objects, not copies)."""
+        return (self.patch_embed is parts['patch_embed'] and self.cls_token is parts['cls_token']
+                and self.pos_embed is parts['pos_embed'] and self.norm is parts['norm'] and self.head is parts['head']
+                and len(self.blocks) == len(parts['blocks']) and all(a is b for a, b in zip(self.blocks, parts['blocks']))
+                and self.stitches.keys() == parts['stitches'].keys()
+                and all(self.stitches[k] is v for k, v in parts['stitches'].items()))
+
     def _index_blocks(self) -> None:
         """Widths, stitch positions and feature_info of the current blocks (after building or pruning)."""
         self.block_widths = [b.norm1.normalized_shape[0] for b in self.blocks]
@@ -531,15 +539,7 @@ class LearngenePool(nn.Module):
         spec = self.pool_spec
         info = name_or_route if isinstance(name_or_route, DescendantInfo) else \
             find_descendant(spec, name_or_route, self.metrics)
-        route = info.route
-        front, end = self.members[route[0][0]], self.members[route[-1][0]]
-        blocks = [self.members[name].blocks[i] for name, a, b in route for i in range(a, b)]
-        stitches = {
-            str(_stitch_after(route, fa, fb)): self.stitches[f'{fa}-{ea}'][stitch_window(spec, fb - 1, eb)]
-            for (fa, _, fb), (ea, eb, _) in zip(route, route[1:])}
-        parts = dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
-                     blocks=blocks, stitches=stitches, norm=end.norm, head=end.head,
-                     pool_keys=_pool_key_prefixes(spec, route))
+        parts = dict(self._parts(info.route), pool_keys=_pool_key_prefixes(spec, info.route))
         model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate,
                            dynamic_img_size=self.dynamic_img_size, _parts=parts)
         model.set_grad_checkpointing(self.grad_checkpointing)
@@ -547,6 +547,17 @@ class LearngenePool(nn.Module):
         if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing); stem and head are its own
             model.pretrained_cfg = model.default_cfg = dict(cfg, first_conv='patch_embed.proj', classifier='head')
         return model
+
+    def _parts(self, route: Route) -> Dict[str, Any]:
+        """The pool's modules that descendant ``route`` runs, as :class:`Descendant` takes them."""
+        spec = self.pool_spec
+        front, end = self.members[route[0][0]], self.members[route[-1][0]]
+        blocks = [self.members[name].blocks[i] for name, a, b in route for i in range(a, b)]
+        stitches = {
+            str(_stitch_after(route, fa, fb)): self.stitches[f'{fa}-{ea}'][stitch_window(spec, fb - 1, eb)]
+            for (fa, _, fb), (ea, eb, _) in zip(route, route[1:])}
+        return dict(patch_embed=front.patch_embed, cls_token=front.cls_token, pos_embed=front.pos_embed,
+                    blocks=blocks, stitches=stitches, norm=end.norm, head=end.head)
 
     def forward_features(self, x: torch.Tensor, route=None) -> torch.Tensor:
         """``B x C x H x W`` -> ``B x N x D`` normalised tokens of descendant ``route`` (default: the largest
@@ -568,14 +579,15 @@ class LearngenePool(nn.Module):
         key = route.route if isinstance(route, DescendantInfo) else \
             route if isinstance(route, str) else tuple(tuple(seg) for seg in route)
         view = self._views.get(key)
-        if view is None:
+        if view is None or not view.runs(self._parts(view.route)):  # a member's module replaced since: rebuild
             view = self._views[key] = self.descendant(route)
         if view.training != self.training:
             view.train(self.training)
         return view
 
     def _drop_views(self) -> None:
-        """Forget the kept descendant views (they hold the modules they were built from)."""
+        """Forget the kept descendant views (they hold the modules they were built from; a view whose modules
+        were replaced is rebuilt on its next use anyway, this also frees them)."""
         self._views.clear()
 
     def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
