@@ -178,17 +178,29 @@ class Descendant(nn.Module):
             drop_path_rate: float = 0.,
             descendants: Optional[List[dict]] = None,
             dynamic_img_size: bool = False,
-            _parts: Optional[Dict[str, Any]] = None,
     ):
-        super().__init__()
-        _check_global_pool(global_pool)
+        """A descendant with modules of its own, freshly initialised (``timm.create_model('learngene_pool_s3')``)."""
         spec = _apply_overrides(PoolSpec.from_any(pool), num_classes, img_size, in_chans)
+        info = find_descendant(spec, descendant, descendant_metrics(descendants))
+        self._build(spec, info, self._fresh_parts(spec, info.route, drop_path_rate), global_pool, drop_rate,
+                    dynamic_img_size, shared=False)
+
+    @classmethod
+    def sharing(cls, spec: PoolSpec, info: DescendantInfo, parts: Dict[str, Any], global_pool: str = 'token',
+                drop_rate: float = 0., dynamic_img_size: bool = False) -> 'Descendant':
+        """A descendant that runs ``parts``, modules owned by a pool (:meth:`LearngenePool.descendant`): no copy,
+        training it trains the pool, and resizing its embeddings is the pool's business."""
+        model = cls.__new__(cls)
+        model._build(spec, info, parts, global_pool, drop_rate, dynamic_img_size, shared=True)
+        return model
+
+    def _build(self, spec: PoolSpec, info: DescendantInfo, parts: Dict[str, Any], global_pool: str,
+               drop_rate: float, dynamic_img_size: bool, shared: bool) -> None:
+        nn.Module.__init__(self)
+        _check_global_pool(global_pool)
         self.pool_spec = spec
-        if isinstance(descendant, DescendantInfo) and _parts is not None:
-            self.info: DescendantInfo = descendant  # found by the pool that hands over its modules
-        else:
-            self.info = find_descendant(spec, descendant, descendant_metrics(descendants))
-        self.route: Route = self.info.route
+        self.info: DescendantInfo = info
+        self.route: Route = info.route
         end = spec.member(self.route[-1][0])
         self.num_classes = spec.num_classes
         self.in_chans = spec.in_chans
@@ -198,9 +210,7 @@ class Descendant(nn.Module):
         self.has_class_token = True
         self.grad_checkpointing = False
         self.dynamic_img_size = bool(dynamic_img_size)
-        self._shared = _parts is not None  # modules belong to a pool: resizing them is the pool's business
-
-        parts = _parts if _parts is not None else self._fresh_parts(spec, self.route, drop_path_rate)
+        self._shared = shared  # modules belong to a pool: resizing them is the pool's business
         self.patch_embed = parts['patch_embed']
         self.cls_token = parts['cls_token']
         self.pos_embed = parts['pos_embed']
@@ -540,8 +550,8 @@ class LearngenePool(nn.Module):
         info = name_or_route if isinstance(name_or_route, DescendantInfo) else \
             find_descendant(spec, name_or_route, self.metrics)
         parts = dict(self._parts(info.route), pool_keys=_pool_key_prefixes(spec, info.route))
-        model = Descendant(spec, info, global_pool=self.global_pool, drop_rate=self.drop_rate,
-                           dynamic_img_size=self.dynamic_img_size, _parts=parts)
+        model = Descendant.sharing(spec, info, parts, global_pool=self.global_pool, drop_rate=self.drop_rate,
+                                   dynamic_img_size=self.dynamic_img_size)
         model.set_grad_checkpointing(self.grad_checkpointing)
         cfg = getattr(self, 'pretrained_cfg', None)
         if cfg is not None:  # timm's save_for_hf reads it (architecture, preprocessing); stem and head are its own
