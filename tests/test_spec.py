@@ -379,3 +379,14 @@ def test_analytic_macs_count_classes_and_image_size(tiny6):
     x = torch.randn(1, 3, 64, 64)
     for name in ('s1', 's3', 's12'):
         assert _counted_macs(pool.descendant(name), x) == find_descendant(spec, name).macs
+
+
+def test_the_middle_member_pool_stitches_nearest_members_only():
+    from timm_learngene.spec import get_pool_spec, pool_params
+    spec = get_pool_spec('fashion_mnist_l6_mid')
+    infos = enumerate_descendants(spec)
+    assert len(infos) == 35 and [m.width for m in spec.members] == [64, 128, 192]
+    assert {(r[0][0], r[-1][0]) for r in (d.route for d in infos) if len(r) > 1} == {('tiny', 'mid'), ('mid', 'base')}
+    pool = timm.create_model('learngene_pool', pool=spec)
+    assert sum(p.numel() for n, p in pool.named_parameters() if not n.startswith('transforms')) == \
+        pool_params(spec)['pool'] == 4360670

@@ -542,3 +542,9 @@ FASHION_MNIST_L6 = register_pool_spec(PoolSpec(
     distill=DistillSpec(teacher='fashion_mnist_ancestry', teacher_width=192, teacher_depth=12,
                         member_blocks=default_matched_blocks(6), teacher_blocks=default_matched_blocks(12)),
 ))
+# fashion_mnist_l6 with a middle member, so no stitch spans more than 2x in width (64 -> 128 -> 192; the pool above
+# stitches 64 -> 192 in one step): 35 descendants. Screened in docs/stitching.md section 7 (issue 28).
+FASHION_MNIST_L6_MID = register_pool_spec(FASHION_MNIST_L6.replace(
+    name='fashion_mnist_l6_mid',
+    members=(MemberSpec('tiny', 64, 1, 6), MemberSpec('mid', 128, 2, 6), MemberSpec('base', 192, 3, 6)),
+))
