@@ -105,3 +105,25 @@ def test_presets_and_configs_ship_inside_the_package():
     pkg = Path(timm_learngene.__file__).parent
     assert all(p.is_file() and pkg in p.parents for p in PRESETS.values())
     assert (ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').resolve() == PRESETS['demo'].resolve()
+
+
+def test_stitch_init_accuracy_is_a_recipe(tmp_path, capsys):
+    import timm
+
+    from timm_learngene import save_pool
+    from timm_learngene.__main__ import main
+    from conftest import tiny_spec
+    torch = pytest.importorskip('torch')
+    torch.manual_seed(0)
+    save_pool(timm.create_model('learngene_pool', pool=tiny_spec(6)), tmp_path / 'pool')
+    from timm_learngene.recipes import stitch_init_accuracy
+    table = stitch_init_accuracy.main([str(tmp_path / 'pool'), '--dataset', 'synthetic', '--val-size', '16',
+                                       '--init-images', '8', '--batch-size', '8', '--methods', 'lstsq,learngene'])
+    assert set(table) == {'lstsq', 'learngene'} and len(table['lstsq']) == 18
+    assert table['lstsq']['s1'] == table['learngene']['s1']  # a member alone has no stitch
+    assert all(0 <= v <= 100 for t in table.values() for v in t.values())
+    assert '| s18 |' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(['stitch-init-accuracy', str(tmp_path / 'pool'), '--methods', 'lstsq,nope', '--dataset', 'synthetic'])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith('timm-learngene stitch-init-accuracy: error: unknown stitch init nope')

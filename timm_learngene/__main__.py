@@ -46,6 +46,8 @@ TRAINING_COMMANDS = {
                              'replication)'),
     'describe': ('describe_pool', "a spec's or pool folder's descendants (name, route, params, GMACs)"),
     'screen': ('screen', "candidate pools against a replication run's pool and direct students"),
+    'stitch-init-accuracy': ('stitch_init_accuracy', "every descendant's validation top-1 right after each stitch "
+                             'init, before finetuning'),
 }
 
 
@@ -154,7 +156,11 @@ def _run_training(command: str, argv: List[str]) -> int:
         print(f"error: timm-learngene {command} needs the training extra ({e}); pip install 'timm-learngene[train]'",
               file=sys.stderr)
         return 2
-    cli.run_cli(recipe.main, argv)  # a documented failure exits 2 with one error line
+    prog, sys.argv[0] = sys.argv[0], f'timm-learngene {command}'  # what --help and error lines name
+    try:
+        cli.run_cli(recipe.main, argv)  # a documented failure exits 2 with one error line
+    finally:
+        sys.argv[0] = prog
     return 0
 
 

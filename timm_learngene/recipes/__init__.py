@@ -9,8 +9,10 @@ launchers (``accelerate launch recipes/distill.py ...``); the pipeline calls ``r
     pipeline        the whole job on real data, one command (presets demo, replication)
     describe_pool   a pool's descendants as a Markdown table, from its spec alone
     screen          candidate pools against the replication's pool and direct students (issue 28)
+    stitch_init_accuracy  every descendant's validation top-1 right after each stitch init
 
 Every option of every recipe: docs/options.md (``python -m timm_learngene.recipes.options_doc``).
 """
 
-RECIPES = ('train_vit', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool', 'screen')
+RECIPES = ('train_vit', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool', 'screen',
+           'stitch_init_accuracy')
