@@ -43,7 +43,8 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import timm_learngene  # noqa: E402
-from timm_learngene.checkpoint import WEIGHTS_NAME, load_pool_weights  # noqa: E402
+from timm_learngene.pool_format import WEIGHTS_NAME  # noqa: E402
+from timm_learngene.pool_reader import load_pool_weights  # noqa: E402
 from benchmarks.harness import add_device_args, resolve  # noqa: E402
 
 CPU = dict(warmup=1, repeats=9)

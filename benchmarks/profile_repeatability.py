@@ -37,7 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import timm_learngene  # noqa: E402,F401
-from timm_learngene.checkpoint import load_pool, read_pool_config  # noqa: E402
+from timm_learngene.pool_reader import read_pool_config  # noqa: E402
+from timm_learngene.pool_writer import load_pool  # noqa: E402
 from timm_learngene.profiling import Profile, device_signature, profile_models  # noqa: E402
 from timm_learngene.spec import PoolSpec  # noqa: E402
 

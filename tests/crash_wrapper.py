@@ -6,7 +6,7 @@ The pattern (fnmatch, matched against the file's path relative to ``--output``) 
 writer runs, the file is cut to half its size (what a kill during the write leaves behind) and the process
 kills itself with SIGKILL: no ``finally``, no ``atexit``, no flushed buffers. The fault is injected by patching
 the writers the recipe reaches (``torch.save``, safetensors' ``save_file`` as bound in accelerate and in
-``timm_learngene.checkpoint``), so production code carries no test hook. Exits with status 3 if no write matched.
+``timm_learngene.pool_writer``), so production code carries no test hook. Exits with status 3 if no write matched.
 """
 import fnmatch
 import importlib
@@ -41,10 +41,10 @@ def main(argv):
     import accelerate.utils.other
     import safetensors.torch
     import torch
-    import timm_learngene.checkpoint
+    import timm_learngene.pool_writer
 
     torch.save = _crashing(torch.save, output, pattern)
-    for module in (safetensors.torch, accelerate.utils.other, timm_learngene.checkpoint):
+    for module in (safetensors.torch, accelerate.utils.other, timm_learngene.pool_writer):
         for name in ('save_file', 'safe_save_file'):
             if hasattr(module, name):
                 setattr(module, name, _crashing(getattr(module, name), output, pattern))

@@ -9,8 +9,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import timm_learngene
-import timm_learngene.checkpoint as ckpt
-import timm_learngene.pool_file as pool_file
+import timm_learngene.pool_writer as ckpt
+import timm_learngene.pool_reader as pool_file
 from timm_learngene import (
     FORMAT_VERSION, CheckpointError, Descendant, FormatVersionError, LearngenePool, enumerate_descendants,
     load_pool, read_pool_config, save_pool,

@@ -24,7 +24,7 @@ from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-from timm_learngene.checkpoint import load_pool
+from timm_learngene.pool_writer import load_pool
 from timm_learngene.errors import CheckpointError, ResumeError
 from timm_learngene.finetune import RouteSampler
 from timm_learngene.recipes import distill, finetune

@@ -283,7 +283,7 @@ def test_select_honours_every_budget(tmp_path):
     # with measured accuracy and latency on this machine: the most accurate within budget
     metrics = {d.name: {'top1': 50.0 + (7 * i) % 13} for i, d in enumerate(infos)}
     latency = {d.name: 1.0 + i for i, d in enumerate(infos)}
-    timm_learngene.checkpoint.update_pool_metrics(tmp_path / 'p', metrics)
+    timm_learngene.pool_writer.update_pool_metrics(tmp_path / 'p', metrics)
     write_profile(tmp_path / 'p', Profile(device_signature('cpu'), {
         n: dict(median_ms=v, q1_ms=v, q3_ms=v) for n, v in latency.items()}))
     fits = [d for d in infos if d.gmacs <= infos[10].gmacs and latency[d.name] <= 8.0]

@@ -10,7 +10,7 @@ import pytest
 import timm
 
 from conftest import tiny_spec
-from timm_learngene.checkpoint import save_pool
+from timm_learngene.pool_writer import save_pool
 from timm_learngene.errors import ConfigError, DatasetError, HubError
 from timm_learngene.recipes import distill, evaluate, finetune
 

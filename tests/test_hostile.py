@@ -15,8 +15,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors import safe_open
 
-import timm_learngene.checkpoint as ckpt
-import timm_learngene.pool_file as pool_file
+import timm_learngene.pool_reader as ckpt
+import timm_learngene.pool_reader as pool_file
 import timm_learngene.hub
 import timm_learngene.models.learngene_pool as lgp_module
 from timm_learngene import (

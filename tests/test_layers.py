@@ -9,10 +9,10 @@ PKG = Path(__file__).resolve().parents[1] / 'timm_learngene'
 # Floors, lowest first: a module may import only modules on its own floor or below (STYLE.md, "one way down").
 FLOORS = [
     {'version', 'errors', 'durable', 'losses', 'checksum', 'logs', 'hub_errors'},
-    {'spec', 'data'},
-    {'pool_file'},
+    {'spec', 'data', 'pool_format'},
+    {'pool_reader'},
     {'models'},
-    {'checkpoint', 'distill', 'stitch_init', 'finetune', 'evaluation', 'selection', 'snnet', 'ancestry', 'profiling',
+    {'pool_writer', 'distill', 'stitch_init', 'finetune', 'evaluation', 'selection', 'snnet', 'ancestry', 'profiling',
      'weight_selection'},
     {'model_card'},
     {'hub', 'export'},
@@ -133,6 +133,7 @@ def test_no_function_imports_the_package():
 
 def test_the_pool_file_reader_sits_below_the_models():
     graph, _ = _imports()
-    assert 'timm_learngene.pool_file' in graph['timm_learngene.models.learngene_pool']
-    assert not any(t.startswith(('timm_learngene.models', 'timm_learngene.checkpoint', 'timm_learngene.hub'))
-                   for t in graph['timm_learngene.pool_file'])
+    assert 'timm_learngene.pool_reader' in graph['timm_learngene.models.learngene_pool']
+    for low in ('timm_learngene.pool_reader', 'timm_learngene.pool_format'):
+        assert not any(t.startswith(('timm_learngene.models', 'timm_learngene.pool_writer', 'timm_learngene.hub'))
+                       for t in graph[low])

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from timm_learngene.checkpoint import save_pool
+from timm_learngene.pool_writer import save_pool
 from timm_learngene.data.augment import build_transform, eval_data_config
 from timm_learngene.errors import CheckpointError
 
@@ -57,7 +57,7 @@ def test_data_config_travels_with_a_one_channel_pool(tmp_path, caplog):
     spec = tiny_spec(6, in_chans=1)
     recipe = dict(dataset='fashion_mnist', crop_pct=1.0, interpolation='bilinear')
     pool = timm.create_model('learngene_pool', pool=spec)
-    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+    with caplog.at_level('WARNING', logger='timm_learngene.pool_writer'):
         save_pool(pool, tmp_path / 'plain')  # no data config: the spec's channels and size, one mean and std
     assert 'channel model' not in caplog.text
     plain = resolve_data_config(model=timm.create_model(f'local-dir:{tmp_path / "plain"}', pretrained=True,
@@ -66,11 +66,11 @@ def test_data_config_travels_with_a_one_channel_pool(tmp_path, caplog):
     # a cfg that still has 3 values (an overlay, an old pool) for a 1-channel model is written with a warning
     old = timm.create_model('learngene_pool', pool=spec, pretrained_cfg_overlay=dict(
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
-    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+    with caplog.at_level('WARNING', logger='timm_learngene.pool_writer'):
         save_pool(old, tmp_path / 'old')
     assert 'mean and std has 3 values for a 1-channel model' in caplog.text and 'data_config=' in caplog.text
     caplog.clear()
-    with caplog.at_level('WARNING', logger='timm_learngene.checkpoint'):
+    with caplog.at_level('WARNING', logger='timm_learngene.pool_writer'):
         save_pool(pool, tmp_path / 'pool', data_config=eval_data_config(recipe, spec.img_size, 1))
     assert 'channel model' not in caplog.text
     m = timm.create_model(f'local-dir:{tmp_path / "pool"}', pretrained=True, descendant='s3')

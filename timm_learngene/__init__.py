@@ -10,11 +10,10 @@ from .spec import (
     DescendantInfo, DistillSpec, MemberSpec, PoolSpec, enumerate_descendants, get_pool_spec, list_pool_specs,
     pool_params, register_pool_spec, route_name, validate_route,
 )
-from .pool_file import FORMAT_VERSION, descendant_table
+from .pool_format import FORMAT_VERSION
+from .pool_reader import descendant_table, load_pool_weights, read_pool_config
 from .models import Descendant, LearngenePool, Member
-from .checkpoint import (
-    load_pool, load_pool_weights, read_pool_config, save_descendant, save_pool, update_pool_metrics,
-)
+from .pool_writer import load_pool, save_descendant, save_pool, update_pool_metrics
 from .selection import BudgetError, select
 
 __all__ = [

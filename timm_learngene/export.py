@@ -29,10 +29,10 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .checkpoint import load_pool, save_descendant
+from .pool_writer import load_pool, save_descendant
 from .errors import LearngeneError
 from .model_card import render_descendant_card
-from .pool_file import read_pool_config
+from .pool_reader import read_pool_config
 from .spec import find_descendant
 from .version import __version__
 
@@ -138,7 +138,7 @@ def export_torch(model: torch.nn.Module, path: Union[str, Path], tolerance: floa
 
 
 def _save_timm(pool_dir: Path, name: str, out_dir: Path, config: Dict[str, Any]) -> Path:
-    """:func:`~timm_learngene.checkpoint.save_descendant` of ``name`` (its tensors only, timm's config.json with the
+    """:func:`~timm_learngene.pool_writer.save_descendant` of ``name`` (its tensors only, timm's config.json with the
     pool's preprocessing and recipe, and what the pool measured for it) plus a model card naming the pool, written
     into a temporary folder and renamed to ``out_dir`` when complete."""
     model = load_pool(pool_dir, descendant=name).eval()  # its info carries what the pool measured for it

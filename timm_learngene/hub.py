@@ -17,11 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pool
+from .pool_format import CONFIG_NAME, WEIGHTS_NAME
+from .pool_writer import load_pool
 from .errors import CheckpointError
 from .logs import get_logger
 from .model_card import PARETO_NAME, render_descendant_card, render_model_card, render_pareto
-from .pool_file import check_pool_file, download_pool_file, read_pool_config, split_revision
+from .pool_reader import check_pool_file, download_pool_file, read_pool_config, split_revision
 from .version import __version__
 
 __all__ = ['download_pool_file', 'load_from_hub', 'stage_for_hub', 'push_to_hub', 'HUB_FILES',

@@ -11,7 +11,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from .evaluation import LATENCY_XLABEL, draw_pareto, latency_series, pareto_plot, write_markdown
 from .models.learngene_pool import HUB_REPOS
-from .pool_file import descendant_table
+from .pool_reader import descendant_table
 from .profiling import read_profiles
 from .spec import DescendantInfo, PoolSpec, member_params, pool_params
 

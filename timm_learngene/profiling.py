@@ -32,10 +32,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 
-from .checkpoint import load_pool
+from .pool_writer import load_pool
 from .durable import atomic_write_text
 from .errors import CheckpointError, ConfigError
-from .pool_file import CONFIG_NAME, read_pool_config
+from .pool_format import CONFIG_NAME
+from .pool_reader import read_pool_config
 from .spec import PoolSpec, enumerate_descendants
 
 # progress display: called with the total number of steps and the profile's description, returns an object with

@@ -4,7 +4,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .errors import LearngeneError
 from .models.learngene_pool import LearngenePool
-from .pool_file import descendant_table, read_pool_config
+from .pool_reader import descendant_table, read_pool_config
 from .profiling import DeviceSignature, NoProfileError, find_profile, profile_command, read_profiles
 from .spec import PoolSpec, enumerate_descendants
 

@@ -26,10 +26,10 @@ from timm.models.vision_transformer import Block
 
 from ..data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from ..errors import PoolSpecError
-from ..pool_file import (
-    FORMAT_VERSION, check_format_version, check_model_args, check_pretrained_cfg, check_weights_file,
-    descendant_metrics, load_pool_weights, pool_weights_file,
+from ..pool_format import (
+    FORMAT_VERSION, check_format_version, check_model_args, check_pretrained_cfg, descendant_metrics,
 )
+from ..pool_reader import check_weights_file, load_pool_weights, pool_weights_file
 from ..spec import (
     DEIT_BASE_L6, DEIT_BASE_L9, DescendantInfo, MemberSpec, PoolSpec, Route, enumerate_descendants,
     find_descendant, stitch_window,

@@ -6,9 +6,9 @@
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..checkpoint import read_pool_config
+from ..pool_reader import read_pool_config
 from ..evaluation import write_markdown
-from ..pool_file import descendant_table
+from ..pool_reader import descendant_table
 from ..spec import PoolSpec, enumerate_descendants, pool_params
 from ..training.options import Option, OptionTable
 from ..training.cli import run_cli

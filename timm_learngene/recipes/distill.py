@@ -16,7 +16,7 @@ from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
 
 from ..ancestry import load_ancestry
-from ..checkpoint import save_pool
+from ..pool_writer import save_pool
 from ..data.augment import eval_data_config
 from ..data import build_mixup
 from ..distill import FEATURE_NORMS, DenseDistiller

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence
 import torch
 from timm.layers import set_fused_attn
 
-from ..checkpoint import load_pool, read_pool_config, update_pool_metrics
+from ..pool_reader import read_pool_config
+from ..pool_writer import load_pool, update_pool_metrics
 from ..data import build_dataset, build_loader
 from ..errors import ConfigError
 from ..logs import get_logger

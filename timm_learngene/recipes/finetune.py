@@ -23,7 +23,8 @@ from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
 
 from ..ancestry import load_ancestry
-from ..checkpoint import load_pool, read_pool_config, save_pool
+from ..pool_reader import read_pool_config
+from ..pool_writer import load_pool, save_pool
 from ..data import build_dataset, build_mixup
 from ..data.augment import eval_data_config
 from ..errors import ConfigError

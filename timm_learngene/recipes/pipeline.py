@@ -35,8 +35,8 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 from accelerate.state import AcceleratorState, PartialState
 
-from ..checkpoint import read_pool_config
-from ..pool_file import descendant_table
+from ..pool_reader import read_pool_config
+from ..pool_reader import descendant_table
 from ..data.fashion_mnist import ensure_fashion_mnist
 from ..errors import ConfigError
 from ..evaluation import pareto_front, write_markdown

@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from ..checkpoint import read_pool_config
+from ..pool_reader import read_pool_config
 from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs

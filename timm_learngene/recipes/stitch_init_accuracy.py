@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..checkpoint import load_pool
+from ..pool_writer import load_pool
 from ..data import build_dataset, build_loader
 from ..errors import ConfigError
 from ..stitch_init import STITCH_INITS, init_stitches

@@ -1,5 +1,5 @@
 """Training-resume checkpoints: ``OUTPUT/checkpoints/step_N`` folders written during a run and read by
-``--resume`` (not to be confused with the pool file, :mod:`timm_learngene.pool_file`).
+``--resume`` (not to be confused with the pool file, :mod:`timm_learngene.pool_reader`).
 
 A checkpoint folder ``checkpoints/step_N`` exists only once it is complete: accelerate writes into
 ``checkpoints/.tmp_step_N``, every file and the folder are fsynced, then it is renamed into place and

@@ -1,9 +1,8 @@
-"""The pool folder, write side: :func:`save_pool` writes ``model.safetensors`` + ``config.json``,
-:func:`save_descendant` writes one descendant as a standalone folder of the same kind (only its tensors),
-:func:`update_pool_metrics` merges measured values into ``config.json``, :func:`load_pool` loads a folder.
+"""Writing a pool folder: :func:`save_pool` writes ``model.safetensors`` + ``config.json``, :func:`save_descendant`
+writes one descendant as a standalone folder of the same kind (only its tensors), :func:`update_pool_metrics`
+merges measured values into ``config.json``; :func:`load_pool` is the way back (a model from a folder).
 
-The format and everything that reads and verifies it is :mod:`timm_learngene.pool_file` (its names are
-re-exported here). Writes are durable (:mod:`timm_learngene.durable`): a new pool folder appears complete or not at
+The format is :mod:`timm_learngene.pool_format`, reading and verifying :mod:`timm_learngene.pool_reader`. Writes are durable (:mod:`timm_learngene.durable`): a new pool folder appears complete or not at
 all, and each file of an existing folder is replaced atomically.
 """
 import glob
@@ -18,22 +17,20 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from .checksum import checksum
 from .durable import atomic_write, atomic_write_text, fsync, fsync_tree, remove_paths
 from .errors import CheckpointError
 from .logs import get_logger
 from .models.learngene_pool import Descendant, LearngenePool
-from .pool_file import (  # noqa: F401  (re-exported: the reader's public names)
-    ARCHITECTURES, CONFIG_NAME, FORMAT_VERSION, META_CHECKSUMS, META_DESCENDANT, META_FORMAT, META_SPEC, WEIGHTS_NAME,
-    check_model_args, check_pool_file, check_pretrained_cfg, checksum, load_pool_weights, pool_weights_file,
-    read_pool_config,
+from .pool_format import (
+    CONFIG_NAME, FORMAT_VERSION, META_CHECKSUMS, META_DESCENDANT, META_FORMAT, META_SPEC, WEIGHTS_NAME,
 )
+from .pool_reader import read_pool_config
 from .spec import DescendantInfo, enumerate_descendants, find_descendant
 
 logger = get_logger(__name__)
 
-__all__ = ['save_pool', 'save_descendant', 'load_pool', 'update_pool_metrics', 'load_pool_weights', 'check_pool_file',
-           'check_model_args', 'check_pretrained_cfg', 'read_pool_config', 'pool_weights_file', 'WEIGHTS_NAME',
-           'CONFIG_NAME', 'ARCHITECTURES']
+__all__ = ['save_pool', 'save_descendant', 'load_pool', 'update_pool_metrics']
 
 
 def save_pool(pool: LearngenePool, path: Union[str, Path], metrics: Optional[Mapping[str, Mapping]] = None,

@@ -1,15 +1,10 @@
-"""The pool file format, read side: everything that reads, checks and verifies a pool folder (or Hub repo) lives
-here, below the models, so the models, the writer (:mod:`.checkpoint`) and the Hub code all build on it.
+"""Reading a pool folder (or Hub repo): everything that reads and verifies one lives here, below the models, so
+the models, the writer (:mod:`.pool_writer`) and the Hub code all build on it. The format itself (names, metadata
+keys, the config checks) is :mod:`.pool_format`.
 
-A pool is ``model.safetensors`` + timm-style ``config.json`` in one folder or Hub repo.
-
-- ``model.safetensors`` holds every tensor of the pool under the pool's names and, in its metadata, the format
-  version, the pool spec and every tensor's checksum (:func:`checksum`), so a weights file alone can be checked
-  against the model it is loaded into.
-- ``config.json`` is timm's layout (``architecture``, ``num_classes``, ``pretrained_cfg``, ``model_args``) with
-  ``model_args`` = ``{pool, descendants, format_version}``, which ``timm.create_model('local-dir:…')`` and
-  ``'hf-hub:…'`` feed back to the ``learngene_pool`` entrypoint. :func:`read_pool_config` checks every field;
-  :func:`descendant_table` turns a config into the ranked descendant list with measured values.
+:func:`read_pool_config` reads and checks config.json; :func:`descendant_table` turns a config into the ranked
+descendant list with measured values. A weights file alone can be checked against the model it is loaded into
+(its metadata holds the format version, the spec and every tensor's checksum).
 
 Loading (:func:`load_pool_weights`) reads only the tensors a model runs, as views of a memory map, verifies each
 one's checksum, and copies nothing into the model until every tensor has been read and checked. Nothing is
@@ -17,11 +12,9 @@ unpickled. Before a model is built for a file, :func:`check_pool_file` checks th
 config's and that the file is large enough to hold it, so a hostile config cannot make the loader allocate more
 memory than the file itself backs.
 """
-import dataclasses
 import json
 import math
 import mmap
-import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -29,67 +22,23 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from safetensors import SafetensorError, safe_open
 from timm.layers import resample_abs_pos_embed
-from timm.models import PretrainedCfg
 
 from .checksum import checksum, checksum_bytes
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
 from .logs import get_logger
+from .pool_format import (
+    ARCHITECTURES, CONFIG_NAME, META_CHECKSUMS, META_DESCENDANT, META_FORMAT, META_SPEC, WEIGHTS_NAME,
+    check_format_version, check_model_args, check_pretrained_cfg, descendant_metrics, is_learngene_architecture,
+)
 from .spec import DescendantInfo, PoolSpec, Route, enumerate_descendants, pool_params, route_params
 from .version import __version__
 
 __all__ = [
-    'FORMAT_VERSION', 'WEIGHTS_NAME', 'CONFIG_NAME', 'ARCHITECTURES', 'check_format_version', 'checksum',
-    'checksum_bytes', 'read_pool_config', 'check_model_args', 'check_pretrained_cfg', 'descendant_metrics',
-    'descendant_table', 'pool_weights_file', 'download_pool_file', 'split_revision', 'check_pool_file',
-    'check_weights_file', 'load_pool_weights', 'is_learngene_architecture',
+    'read_pool_config', 'descendant_table', 'pool_weights_file', 'download_pool_file', 'split_revision',
+    'check_pool_file', 'check_weights_file', 'load_pool_weights',
 ]
 
 _logger = get_logger(__name__)
-
-# Version of the checkpoint layout (tensor names + config.json fields). Bump when either changes.
-FORMAT_VERSION = 1
-
-WEIGHTS_NAME = 'model.safetensors'
-CONFIG_NAME = 'config.json'
-ARCHITECTURES = ('learngene_pool', 'learngene_pool_l9')
-# a config.json's architecture: a whole pool, or a registered descendant (what timm's save_for_hf writes for a model
-# made by that name); model_args.pool says which pool either way
-_ARCHITECTURE = re.compile(r'learngene_pool(_l9)?(_s[1-9][0-9]*)?')
-META_FORMAT = 'learngene_pool_format'
-META_SPEC = 'learngene_pool_spec'
-META_CHECKSUMS = 'learngene_pool_sum64'  # JSON {tensor name: hex checksum, see checksum}; absent in older files
-# a standalone descendant's file (save_descendant): JSON {"name": "s3", "route": [[member, first, end], ...]}
-META_DESCENDANT = 'learngene_descendant'
-# what a config.json's model_args may hold: every keyword the learngene entrypoints take that is data (save_pool
-# writes the first three; timm's save_for_hf also records the factory kwargs and current model traits)
-MODEL_ARGS = ('format_version', 'pool', 'descendants', 'descendant', 'num_classes', 'in_chans', 'img_size',
-              'global_pool', 'dynamic_img_size', 'drop_rate', 'drop_path_rate')
-# the fields of a descendant entry in config.json that describe its structure (recomputed from the spec); every
-# other numeric field is a measured value (top1, img_s, ...)
-_STRUCTURE = ('name', 'route', 'label', 'params', 'gmacs')
-
-
-def check_format_version(format_version) -> None:
-    """A pool's ``format_version`` must be a positive integer this package reads (None: not recorded)."""
-    if format_version is None:
-        return
-    if isinstance(format_version, bool) or not isinstance(format_version, int) or format_version < 1:
-        raise FormatVersionError(f'pool format_version must be a positive integer, got {format_version!r}')
-    if format_version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f'this pool was written in format version {format_version}, newer than the installed timm_learngene '
-            f'reads ({FORMAT_VERSION}); upgrade it: pip install -U timm-learngene')
-
-
-def descendant_metrics(descendants: Optional[List[dict]]) -> Dict[str, Dict[str, float]]:
-    """Measured values (``top1`` ...) by descendant name, from a config.json descendant list (entries that are not
-    objects with a name, and non-numeric values, are ignored)."""
-    out = {}
-    for d in descendants or []:
-        if isinstance(d, dict) and isinstance(d.get('name'), str):
-            out[d['name']] = {k: v for k, v in d.items()
-                              if k not in _STRUCTURE and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return out
 
 
 def descendant_table(config: Mapping[str, Any]) -> List[DescendantInfo]:
@@ -120,7 +69,7 @@ def read_pool_config(path: Union[str, Path]) -> Dict[str, Any]:
             f'descendant (learngene_pool_sN); load it with timm.create_model directly')
     check_model_args(config.get('model_args'), str(cfg_file))
     for key in ('num_classes', 'num_features'):
-        if key in config and not _is_int(config[key]):
+        if key in config and not (isinstance(config[key], int) and not isinstance(config[key], bool)):
             raise CheckpointError(f'{cfg_file}: {key} must be an integer, got {config[key]!r}')
     if not isinstance(config.get('recipe', {}), dict):
         raise CheckpointError(f'{cfg_file}: recipe must be an object (the training config), got '
@@ -151,90 +100,6 @@ def _parse_json(source: Union[Path, str], what: str):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as e:
         reason = type(e).__name__ if isinstance(e, RecursionError) else e
         raise CheckpointError(f'{what} is not readable JSON ({reason}); the pool folder is damaged') from None
-
-
-def is_learngene_architecture(name: Any) -> bool:
-    """Whether a config.json's ``architecture`` names a learngene model (a pool or a registered descendant)."""
-    return isinstance(name, str) and _ARCHITECTURE.fullmatch(name) is not None
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_size(v) -> bool:
-    return (_is_int(v) and v > 0) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x > 0
-                                                                                           for x in v))
-
-
-# the kinds of the optional model_args (the spec and the descendant list are checked where they are read)
-_ARG_CHECKS = {
-    'descendant': (lambda v: isinstance(v, str) or isinstance(v, list), 'a descendant name such as "s3" or a route'),
-    # -1 is timm's 'adapt the head' (train.py --pretrained-path puts it in the overlay); the pool's own head is then
-    # loaded only where the checkpoint's spec has the model's classes, as for any other count
-    'num_classes': (lambda v: _is_int(v) and v >= -1, 'a non-negative integer (or -1: timm\'s "adapt the head")'),
-    'in_chans': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
-    'img_size': (_is_size, 'a positive integer or [height, width]'),
-    'global_pool': (lambda v: isinstance(v, str), 'a string'),
-    'dynamic_img_size': (lambda v: isinstance(v, bool), 'true or false'),
-    'drop_rate': (lambda v: _is_number(v), 'a number'),
-    'drop_path_rate': (lambda v: _is_number(v), 'a number'),
-}
-
-
-def check_model_args(args: Any, where: str) -> None:
-    """Check a pool config's ``model_args`` (what timm passes to the entrypoint): only ``pool``,
-    ``descendants`` and ``format_version``, of the right kinds. The spec itself is checked by PoolSpec."""
-    if not isinstance(args, dict) or 'pool' not in args:
-        raise CheckpointError(f'{where} has no model_args.pool (the pool spec); it was not written by save_pool')
-    unknown = sorted(set(args) - set(MODEL_ARGS))
-    if unknown:
-        raise CheckpointError(f'{where}: unknown model_args {unknown}; a pool config holds only {list(MODEL_ARGS)}')
-    for key, (ok, kind) in _ARG_CHECKS.items():
-        if key in args and not ok(args[key]):
-            raise CheckpointError(f'{where}: model_args.{key} must be {kind}, got {args[key]!r}')
-    check_format_version(args.get('format_version'))
-    descendants = args.get('descendants', [])
-    if not isinstance(descendants, list) or not all(isinstance(d, dict) for d in descendants):
-        raise CheckpointError(f'{where}: model_args.descendants must be a list of objects (one per descendant)')
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# what timm reads from a pretrained cfg while building and loading, and the kind each must be
-_CFG_CHECKS = {
-    'input_size': (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(x) and x > 0 for x in v),
-                   'three positive integers [C, H, W]'),
-    'test_input_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 3
-                                                and all(_is_int(x) and x > 0 for x in v)), 'null or [C, H, W]'),
-    # -1 is timm's 'adapt the head' (train.py --pretrained-path puts it in the overlay); the pool's own head is then
-    # loaded only where the checkpoint's spec has the model's classes, as for any other count
-    'num_classes': (lambda v: _is_int(v) and v >= -1, 'a non-negative integer (or -1: timm\'s "adapt the head")'),
-    'fixed_input_size': (lambda v: isinstance(v, bool), 'true or false'),
-    'mean': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),
-    'std': (lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v), 'a list of numbers'),
-    'crop_pct': (lambda v: _is_number(v) and 0 < v <= 4, 'a number in (0, 4]'),
-    'interpolation': (lambda v: isinstance(v, str), 'a string'),
-    'pool_size': (lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_int(x) for x in v)), 'null or integers'),
-    'first_conv': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
-    'classifier': (lambda v: v is None or isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)), 'a string or a list of strings'),
-}
-
-
-def check_pretrained_cfg(cfg: Any, where: str) -> None:
-    """Check a pool config's ``pretrained_cfg``: an object of timm's PretrainedCfg fields, with the fields
-    timm reads of the right kinds."""
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f'{where}: pretrained_cfg must be an object, got {type(cfg).__name__}')
-    unknown = sorted(set(cfg) - {f.name for f in dataclasses.fields(PretrainedCfg)})
-    if unknown:
-        raise CheckpointError(f'{where}: unknown pretrained_cfg fields {unknown}; timm reads only the fields '
-                              f'of timm.models.PretrainedCfg')
-    for key, (ok, kind) in _CFG_CHECKS.items():
-        if key in cfg and not ok(cfg[key]):
-            raise CheckpointError(f'{where}: pretrained_cfg.{key} must be {kind}, got {cfg[key]!r}')
 
 
 def pool_weights_file(pretrained_cfg: Mapping[str, Any], cache_dir=None) -> Path:
