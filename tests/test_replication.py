@@ -100,7 +100,7 @@ def test_goal_reports_each_part_met_or_not():
     line, = goal({'lgp_lstsq finetuned': pool, 'direct': students}, {'lgp_lstsq finetuned': 90.0, 'direct': 100.0})
     assert 'direct 64w -0.20, direct 192w -0.20 (>= -0.3: met; stretch >= 0: not met)' in line
     assert '(0.90x): met' in line
-    assert 'Pareto front (val-chosen) 11 sizes, rises on test, from the smallest to the largest: met' in line
+    assert 'Pareto front (val-chosen) 11 sizes from the smallest to s10 (3 GMACs), rises on test: met' in line
     # a pool 0.5 short at the top, more expensive, with a front of two sizes
     pool = {0: [_row('s1', 1.0, 80.1, 80.1, 't'), _row('s2', 3.0, 84.5, 84.5, 't')]}
     line, = goal({'lgp_lstsq finetuned': pool, 'direct': students}, {'lgp_lstsq finetuned': 110.0, 'direct': 100.0})
