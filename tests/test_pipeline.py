@@ -207,7 +207,8 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
                     rep['scratch']):
         section.update(batch_size=32, log_every=1, max_steps=2, checkpoint_every=0)
     rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene', 'transpose'],
-               anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]])
+               anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]],
+               candidates=[dict(name='ws', distill=dict(member_init='weight_selection'))])
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
     report = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
@@ -221,6 +222,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
                   '`learngene` init >= `lstsq`', 'Best descendant vs direct distillation'):
         assert f'**{claim}' in text, claim
     assert '## Goal (issue 28)' in text and "- LGP, lstsq init, finetuned: best descendant minus student" in text
+    assert '| candidate ws, finetuned | 2 |' in text and '- candidate ws, finetuned: best descendant minus' in text
+    ws_cfg = yaml.safe_load((tmp_path / 'out' / 'seed1' / 'ws_distill' / 'config.yaml').read_text())
+    assert ws_cfg['member_init'] == 'weight_selection' and ws_cfg['seed'] == 1
     assert ' +- ' in text  # two seeds: mean +- sd
     # the stage times: a total against the preset's bar, the probed precision, the time per kind of stage
     wall = next(line for line in text.splitlines() if line.startswith('Wall time: '))

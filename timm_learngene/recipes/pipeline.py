@@ -177,6 +177,15 @@ def run(cfg) -> Path:
     sections = [(stage, recipe, preset[stage]) for stage, recipe in STAGES.items() if stage in preset]
     sections += [(f'replication.{arm}', train_vit, preset['replication'][arm])
                  for arm in ('anchor', 'direct', 'scratch') if arm in preset.get('replication', {})]
+    for cand in preset.get('replication', {}).get('candidates', []):  # issue 28's candidate designs
+        if not isinstance(cand, dict) or not isinstance(cand.get('name'), str) or \
+                set(cand) - {'name', 'distill', 'finetune'}:
+            raise ConfigError(f'pipeline: a replication candidate is {{name: NAME, distill: {{...}}, finetune: '
+                              f'{{...}}}} (distill and finetune: overrides of those sections), got {cand!r}')
+        sections += [(f"replication.candidates.{cand['name']}.distill", distill,
+                      dict(preset['distill'], **cand.get('distill', {}))),
+                     (f"replication.candidates.{cand['name']}.finetune", finetune,
+                      dict(preset['finetune'], **cand.get('finetune', {}), pool='POOL'))]
     for stage, recipe, options in sections:
         stage_config(recipe, shared, dict(options, **stand_in.get(stage, {})), source=f'preset section {stage!r}')
     out.mkdir(parents=True, exist_ok=True)

@@ -262,6 +262,20 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             report = _report(out, preset, spec, results, compute, ancestry_cost, run)
             if i == 0:
                 direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
+        # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's overrides
+        for cand in rep.get('candidates', []):
+            name = cand['name']
+            c_dir = sd / f'{name}_distill'
+            run(f'seed {seed} {name} distill', distill, dict(preset['distill'], **cand.get('distill', {}), seed=seed,
+                                                              output=str(c_dir), teacher_checkpoint=anc_ckpt),
+                c_dir / 'pool' / 'model.safetensors')
+            c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
+            ft = dict(cand.get('finetune', {}))
+            init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
+            cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec)
+            compute[f'{name} finetuned'] = \
+                ancestry_cost + stage_images(c_dir) * distill_macs_per_image(c_spec, anc_macs) + cost
+            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         anchors, anchor_cost = [], 0
         for width, heads in rep['anchor_widths']:
@@ -289,6 +303,14 @@ ARMS = {  # arm key -> label; the order of the tables
     'lgp_transpose zeroshot': 'LGP, transpose init, zero-shot',
     'snnet zeroshot': 'SN-Net, zero-shot',
 }
+
+
+def _label(key: str) -> str:
+    """The table label of an arm: :data:`ARMS`'s, or a candidate design's own name (``replication.candidates``)."""
+    if key in ARMS:
+        return ARMS[key]
+    name, _, tag = key.rpartition(' ')
+    return f'candidate {name}, {tag}'
 
 
 def _stitched_mean(rows: Sequence[Dict]) -> Optional[float]:
@@ -433,7 +455,7 @@ def goal(results: Dict[str, Dict[int, List[Dict]]], compute: Dict[str, float], m
                       f"{'the smallest' if starts else front[0]['name']} to {front[-1]['name']} "
                       f"({front[-1]['gmacs']:.3g} GMACs), {'rises' if rises else 'does not rise'} on test: "
                       f"{'met' if ok else 'not met'}")
-        lines.append(f"- {ARMS.get(key, key)}: best descendant minus student at each student's GMACs (seed means): "
+        lines.append(f"- {_label(key)}: best descendant minus student at each student's GMACs (seed means): "
                      + ', '.join(parts) + f" (>= -{margin}: {'met' if met else 'not met'}; stretch >= 0: "
                      f"{'met' if stretch else 'not met'}){cost}{pareto}.")
     return lines
@@ -472,7 +494,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     rep_dir.mkdir(parents=True, exist_ok=True)
     test_images = TEST_IMAGES.get(preset.get('dataset')) if not preset.get('eval_limit') else preset['eval_limit']
     seed0 = min(next(iter(results.values())))
-    plot = {ARMS[k]: v[seed0] for k, v in results.items() if not k.endswith('zeroshot') and seed0 in v}
+    plot = {_label(k): v[seed0] for k, v in results.items() if not k.endswith('zeroshot') and seed0 in v}
     pareto_plot(plot, rep_dir / 'replication.png',
                 title=f'{spec.name} on {preset.get("dataset")}: top-1 vs GMACs (seed {seed0})')
 
@@ -481,6 +503,8 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     snnet_dirs = sorted(out.glob('seed*/snnet_finetuned/pool'))
     if snnet_dirs:
         snnet_stored = pool_params(read_pool_config(snnet_dirs[0])['model_args']['pool'])['pool']
+    candidate_stored = {p.parent.name[:-len('_distill')]: pool_params(read_pool_config(p)['model_args']['pool'])['pool']
+                        for p in sorted(out.glob('seed*/*_distill/pool'))}
     member_gmacs = {round(r['gmacs'], 4) for k in ('lgp_lstsq finetuned', 'snnet finetuned') if k in results
                     for rows in results[k].values() for r in rows if '->' not in str(r['route'])}
     direct_gmacs = {r['gmacs'] for rows in results.get('direct', {}).values() for r in rows}
@@ -494,7 +518,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
              f"({preset['ancestry']['model_args'].get('embed_dim')} wide, "
              f"{preset['ancestry']['model_args'].get('depth')} blocks, test top-1 {_last_top1(out / 'ancestry'):.2f}, "
              f'{ancestry_cost / 1e12:.1f} TMACs to train) shared by every arm and seed. Seeds per arm: '
-             + ', '.join(f'{ARMS[k]} {v}' for k, v in seeds_done.items()) + '. Top-1 on the test set '
+             + ', '.join(f'{_label(k)} {v}' for k, v in seeds_done.items()) + '. Top-1 on the test set '
              f'({test_images or "all"} images), mean +- sd over the seeds; every choice (the best descendant within '
              f'a budget) made on the {preset.get("val_size", 0)}-image validation split.', '',
              '## Claims', '', *claims(results, budgets, lgp_stored, snnet_stored, test_images), '',
@@ -509,14 +533,15 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     head = ['method', 'seeds', 'stored params', 'smallest (params / GMACs)', 'largest (params / GMACs)'] + \
         [f'<= {g:.3g} GMACs' for g in budgets] + ['mean top-1 of stitched descendants', 'training compute (TMACs)']
     table = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for key, label in ARMS.items():
+    for key in list(ARMS) + [k for k in results if k not in ARMS]:
         if key not in results:
             continue
+        label = _label(key)
         per_seed = results[key]
         rows0 = next(iter(per_seed.values()))
         small, large = min(rows0, key=lambda r: r['gmacs']), max(rows0, key=lambda r: r['gmacs'])
         stored = snnet_stored if key.startswith('snnet') else lgp_stored if key.startswith('lgp') else \
-            sum(r['params'] for r in rows0)
+            candidate_stored.get(key.rpartition(' ')[0]) or sum(r['params'] for r in rows0)
         cells = [label, str(len(per_seed)), f'{stored / 1e6:.2f}M' if stored else '',
                  f"{small['params'] / 1e6:.2f}M / {small['gmacs']:.3g}",
                  f"{large['params'] / 1e6:.2f}M / {large['gmacs']:.3g}"]
@@ -542,7 +567,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     lines += ['', f'## Every model (seed {seed0})', '']
     for key, per_seed in results.items():
         if seed0 in per_seed:
-            lines.append(write_markdown(per_seed[seed0], title=ARMS[key]))
+            lines.append(write_markdown(per_seed[seed0], title=_label(key)))
     lines += ['## Settings', '', '```yaml', yaml.safe_dump(preset, sort_keys=False).strip(), '```', '']
     path = rep_dir / 'replication.md'
     path.write_text('\n'.join(lines))
@@ -607,7 +632,7 @@ def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) ->
         cells.append(f"{sum(r['top1'] for r in stitched) / len(stitched):.2f} / "
                      f"{sum(r['val_top1'] for r in stitched) / len(stitched):.2f}" if stitched else '')
         lines.append('| ' + ' | '.join(cells) + ' |')
-        goals += [line.replace(f"- {name} finetuned:", f'- {name}:') for line in goal(
+        goals += [line.replace(f"- {_label(f'{name} finetuned')}:", f'- {name}:') for line in goal(
             {f'{name} finetuned': {seed: p['rows']}, 'direct': {seed: students}},
             {f'{name} finetuned': p['cost'], 'direct': sum(s['cost'] for s in students)})]
     return '\n'.join(lines + ['', f'Goal at seed {seed} (issue 28; compute compared after the shared ancestry):', '']
