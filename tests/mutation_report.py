@@ -96,6 +96,11 @@ REASONS = {
         (EQUIVALENT, 'k == 1 is taken by the if just above'),
     ('finetune.py', 'sandwich_routes', 'return alone[:2] if alone[0] == alone[-1] else [alone[0], alone[-1]]'):
         (EQUIVALENT, 'alone[0] == alone[-1] only for a pool of one member: its list has one route and [:2] == [:1]'),
+    ('finetune.py', 'RouteSampler.__init__', 'self._step: Optional[int] = ""'):
+        (EQUIVALENT, 'the step last drawn starts as a value no optimizer step (an int) equals: None and "" both make '
+                     'the first routes_for draw'),
+    ('finetune.py', 'RouteSampler.__init__', 'self._routes: List[Route] = None'):
+        (EQUIVALENT, 'never read before routes_for assigns it (the first call always draws)'),
     # losses.py
     ('losses.py', 'kd_loss', 'return F.kl_div(F.log_softmax(student_logits / t, dim=None), '
                              'F.log_softmax(teacher_logits / t, dim=-1),'): (EQUIVALENT, _DIM),
