@@ -89,6 +89,9 @@ REASONS = {
     ('evaluation.py', 'pareto_plot', '*'):
         (NOT_A_VALUE, "draws the figure (matplotlib); the front it draws is pareto_front's, pinned by "
                       "test_pareto_front_on_a_hand_made_table"),
+    ('evaluation.py', 'draw_pareto', '*'):
+        (NOT_A_VALUE, "pareto_plot's drawing onto one matplotlib axes (markers, labels, the front's line, axis "
+                      "titles); the front it draws is pareto_front's, pinned by test_pareto_front_on_a_hand_made_table"),
     ('evaluation.py', '_sync', '*'):
         (NOT_A_VALUE, 'CUDA synchronisation around timed runs: a no-op on CPU, unreachable by a CPU test'),
     # finetune.py
@@ -136,6 +139,8 @@ REASONS = {
     ('spec.py', 'validate_route', 'between = [m.name for m in spec.members[fi + 1:ei]] if ei >= fi else []'):
         (EQUIVALENT, _BETWEEN),
     # stitch_init.py
+    ('stitch_init.py', '_Silent.step', '*'):
+        (NOT_A_VALUE, 'the progress display used when none is passed: it ignores its argument'),
     ('stitch_init.py', 'lstsq_affine', 'xa = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=None)], dim=1)'):
         (EQUIVALENT, 'torch.cat promotes the column of ones (exact in any float dtype) to float64'),
     ('stitch_init.py', 'lstsq_affine', 'xa = torch.cat([x.double(), x.new_ones(x.shape[0], 1, )], dim=1)'):
