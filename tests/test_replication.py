@@ -106,3 +106,19 @@ def test_goal_reports_each_part_met_or_not():
     line, = goal({'lgp_lstsq finetuned': pool, 'direct': students}, {'lgp_lstsq finetuned': 110.0, 'direct': 100.0})
     assert 'direct 64w +0.10, direct 192w -0.50 (>= -0.3: not met' in line
     assert '(1.10x): not met' in line and '2 sizes' in line and ': not met.' in line
+
+
+def test_stretch_line_interpolates_the_students_and_counts_every_stitched_descendant():
+    from timm_learngene.recipes.replication import _interpolated, _stretch
+    pts = [(1.0, 80.0), (3.0, 84.0)]
+    assert _interpolated(pts, 2.0) == pytest.approx(82.0) and _interpolated(pts, 3.0) == pytest.approx(84.0)
+    assert _interpolated(pts, 0.5) is None and _interpolated(pts, 3.5) is None
+    direct = {0: [_row('direct 64w', 1.0, 80.0, None, 'ViT'), _row('direct 192w', 3.0, 84.0, None, 'ViT')],
+              1: [_row('direct 64w', 1.0, 80.0, None, 'ViT'), _row('direct 192w', 3.0, 84.0, None, 'ViT')]}
+    # s2 at 2.0 GMACs: seed mean 81.2 >= 82.0 - 1 (within); s3 at 2.5: 81.9 < 83.0 - 1; s4 past 3.0: not compared
+    lgp = {s: [_row('s1', 1.0, 80.0, 80.0, 't'), _row('s2', 2.0, 81.0 + 0.4 * s, 1.0),
+               _row('s3', 2.5, 81.9, 1.0), _row('s4', 3.5, 90.0, 1.0)] for s in (0, 1)}
+    students = [(1.0, 'direct 64w'), (3.0, 'direct 192w')]
+    assert _stretch(lgp, direct, students) == (
+        'Stretch goal (every stitched descendant within 1 point of the direct students interpolated at its GMACs): '
+        "1 of 2 compared, 1 of the 3 stitched descendants outside the students' GMACs range.")

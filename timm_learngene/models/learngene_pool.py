@@ -702,8 +702,8 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
     kwargs.setdefault('in_chans', spec.in_chans)
     kwargs.setdefault('img_size', spec.img_size)  # fixed_input_size makes timm pass the cfg's 224 otherwise
     file = None
+    built = _apply_overrides(spec, kwargs['num_classes'], kwargs['img_size'], kwargs['in_chans'])
     if kwargs.get('pretrained_cfg') is None:  # the registry's cfg, written for deit_base_l6's 224 px RGB
-        built = _apply_overrides(spec, None, kwargs['img_size'], kwargs['in_chans'])
         kwargs['pretrained_cfg_overlay'] = dict(spec_data_config(built), **(kwargs.get('pretrained_cfg_overlay') or {}))
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     check_pretrained_cfg({k: v for k, v in cfg.to_dict().items() if v is not None}, 'pretrained_cfg')
@@ -713,10 +713,10 @@ def _create_learngene_pool(variant: str, pretrained: bool = False, pool=DEIT_BAS
         file = pool_weights_file(cfg.to_dict(), cache_dir=cache_dir)
         route = None
         if descendant is not None:
-            built = _apply_overrides(spec, kwargs['num_classes'], kwargs['img_size'], kwargs['in_chans'])
             route = descendant.route if isinstance(descendant, DescendantInfo) else \
                 find_descendant(built, descendant).route
         check_weights_file(file, spec, route)
+
     def construct(cls, **kw):
         # timm's builder calls this, then wraps the model for features_only: the weights go in before the wrapper
         # (and its pruning) exists, as timm's own pretrained loads do

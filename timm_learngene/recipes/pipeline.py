@@ -35,15 +35,14 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 from accelerate.state import AcceleratorState, PartialState
 
-from ..pool_reader import read_pool_config
-from ..pool_reader import descendant_table
 from ..data.fashion_mnist import ensure_fashion_mnist
 from ..errors import ConfigError
 from ..evaluation import pareto_front, write_markdown
+from ..pool_reader import descendant_table, read_pool_config
 from ..training.loop import latest_checkpoint
 from ..training.options import Option, OptionTable
-from ..training.progress import format_seconds
 from ..training.cli import run_cli
+from ..training.progress import format_seconds
 from . import distill, evaluate, finetune, train_vit
 from .replication import replicate
 

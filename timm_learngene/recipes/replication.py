@@ -36,13 +36,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from ..pool_reader import read_pool_config
 from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
+from ..finetune import sandwich_routes
+from ..pool_reader import read_pool_config
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
 from . import distill, evaluate, finetune, train_vit
 
-__all__ = ['replicate', 'summarise', 'best_at', 'compare', 'stage_images', 'distill_macs_per_image',
+__all__ = ['replicate', 'summarise', 'best_at', 'chosen_at', 'compare', 'goal', 'screen', 'stage_images', 'distill_macs_per_image',
            'finetune_macs_per_image']
 
 TEST_IMAGES = {'fashion_mnist': 10000}  # test-set size, for the binomial error of a single seed
@@ -95,19 +96,34 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
     routes a step, the smallest and largest member are in every step (the sandwich rule) and the rest are drawn
     uniformly without replacement from the other routes; otherwise every route is drawn uniformly (``train:
     stitches`` draws only stitched routes)."""
-    infos = enumerate_descendants(spec)
     train_all = cfg.get('train', 'all') == 'all'
-    routes = [d for d in infos if train_all or len(d.route) > 1]
+    routes = [d for d in enumerate_descendants(spec) if train_all or len(d.route) > 1]
     k = int(cfg.get('routes_per_step', 1))
-    always = []
-    if train_all and k >= 3:
-        alone = [d for d in infos if len(d.route) == 1]
-        always = alone[:1] if alone[0].route == alone[-1].route else [alone[0], alone[-1]]
-    others = [d for d in routes if d not in always]
-    drawn = k - len(always)
-    expected = sum(d.macs for d in always) + (drawn * sum(d.macs for d in others) / len(others) if others else 0)
-    teacher = teacher_macs if cfg.get('kd_weight', 0.5) and cfg.get('teacher_checkpoint', cfg.get('teacher')) else 0
-    return teacher + 3 * expected
+    always = sandwich_routes(spec) if train_all and k >= 3 else []  # as the finetune recipe draws them
+    others = [d.macs for d in routes if d.route not in always]
+    expected = sum(route_macs(spec, r) for r in always) + \
+        ((k - len(always)) * sum(others) / len(others) if others else 0)
+    return (teacher_macs if cfg.get('kd_weight', 0.5) else 0) + 3 * expected  # KD: one ancestry forward
+
+
+def _distill_cost(distill_dir: Path, spec: PoolSpec, teacher_macs: int) -> float:
+    return stage_images(distill_dir) * distill_macs_per_image(spec, teacher_macs)
+
+
+def _finetune_cost(finetune_dir: Path, spec: PoolSpec, teacher_macs: int) -> float:
+    cfg = yaml.safe_load((finetune_dir / 'config.yaml').read_text())
+    return stage_images(finetune_dir) * finetune_macs_per_image(spec, cfg, teacher_macs)
+
+
+def _student(s_dir: Path, arm: str, spec: PoolSpec, teacher_macs: int, kd: bool) -> Dict:
+    """The report row of a single-model stage (a direct student, a model from scratch), with its training cost
+    (``cost``; the ancestry's forward counted when ``kd``)."""
+    args = yaml.safe_load((s_dir / 'config.yaml').read_text())['model_args']
+    w, h, d = args['embed_dim'], args['num_heads'], args['depth']
+    macs = _vit_macs(w, h, d, spec)
+    return dict(name=f'{arm} {w}w', route=f'ViT {w}/{h}h/{d}', params=_vit_params(w, h, d, spec),
+                gmacs=round(macs / 1e9, 4), top1=_last_top1(s_dir),
+                cost=stage_images(s_dir) * ((teacher_macs if kd else 0) + 3 * macs))
 
 
 def _one(width: int, heads: int, depth: int, spec: PoolSpec) -> PoolSpec:
@@ -130,15 +146,21 @@ def _last_top1(stage_dir: Path) -> float:
     return evals[-1]['top1']
 
 
-def best_at(rows: Sequence[Dict], gmacs: float) -> Optional[float]:
-    """Test top-1 of the model chosen within ``gmacs``: the best ``val_top1`` when every candidate has one, else the
+def chosen_at(rows: Sequence[Dict], gmacs: float) -> Optional[Dict]:
+    """The row of the model chosen within ``gmacs``: the best ``val_top1`` when every candidate has one, else the
     largest model (single-model arms); None when nothing fits."""
     fits = [r for r in rows if r['gmacs'] <= gmacs * 1.0001 and r.get('top1') is not None]
     if not fits:
         return None
     if all(r.get('val_top1') is not None for r in fits):
-        return max(fits, key=lambda r: (r['val_top1'], -r['gmacs']))['top1']
-    return max(fits, key=lambda r: r['gmacs'])['top1']
+        return max(fits, key=lambda r: (r['val_top1'], -r['gmacs']))
+    return max(fits, key=lambda r: r['gmacs'])
+
+
+def best_at(rows: Sequence[Dict], gmacs: float) -> Optional[float]:
+    """Test top-1 of the model chosen within ``gmacs`` (:func:`chosen_at`); None when nothing fits."""
+    row = chosen_at(rows, gmacs)
+    return None if row is None else row['top1']
 
 
 def summarise(values: Sequence[float]) -> Dict[str, float]:
@@ -219,8 +241,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                     ev_dir / 'descendants.csv')
                 results.setdefault(f'{arm} {tag}', {})[seed] = _rows(ev_dir / 'descendants.csv')
             ft_dir = sd / f'{arm}_finetuned'
-            ft_cfg = yaml.safe_load((ft_dir / 'config.yaml').read_text())
-            return stage_images(ft_dir) * finetune_macs_per_image(pool_spec_of(ft_dir), ft_cfg, anc_macs)
+            return _finetune_cost(ft_dir, pool_spec_of(ft_dir), anc_macs)
 
         def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool):
             s_dir = sd / name
@@ -229,17 +250,13 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             if kd:
                 opts['teacher_checkpoint'] = anc_ckpt
             run(f'seed {seed} {arm} {width}w/{depth}', train_vit, opts, s_dir / 'model' / 'model.safetensors')
-            macs = _vit_macs(width, heads, depth, spec)
-            row = dict(name=f'{arm} {width}w', route=f'ViT {width}/{heads}h/{depth}',
-                       params=_vit_params(width, heads, depth, spec), gmacs=round(macs / 1e9, 4),
-                       top1=_last_top1(s_dir))
-            cost = stage_images(s_dir) * ((anc_macs if kd else 0) + 3 * macs)
-            return row, cost
+            row = _student(s_dir, arm, spec, anc_macs, kd)
+            return row, row.pop('cost')
 
         def pool_spec(ft_dir: Path):
             return read_pool_config(ft_dir / 'pool')['model_args']['pool']
 
-        distill_cost = stage_images(dist_dir) * distill_macs_per_image(spec, anc_macs)
+        distill_cost = _distill_cost(dist_dir, spec, anc_macs)
 
         def direct_and_scratch(arms):
             nonlocal report
@@ -273,8 +290,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             ft = dict(cand.get('finetune', {}))
             init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
             cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec)
-            compute[f'{name} finetuned'] = \
-                ancestry_cost + stage_images(c_dir) * distill_macs_per_image(c_spec, anc_macs) + cost
+            compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
             report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         anchors, anchor_cost = [], 0
@@ -313,8 +329,8 @@ def _label(key: str) -> str:
     return f'candidate {name}, {tag}'
 
 
-def _stitched_mean(rows: Sequence[Dict]) -> Optional[float]:
-    vals = [r['top1'] for r in rows if '->' in str(r.get('route', ''))]
+def _stitched_mean(rows: Sequence[Dict], key: str = 'top1') -> Optional[float]:
+    vals = [r[key] for r in rows if '->' in str(r.get('route', ''))]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -411,13 +427,15 @@ def _stretch(lgp: Dict[int, List[Dict]], direct: Dict[int, List[Dict]], students
                else f', all {len(names)} stitched descendants compared') + '.')
 
 
-def goal(results: Dict[str, Dict[int, List[Dict]]], compute: Dict[str, float], margin: float = 0.3) -> List[str]:
+def goal(results: Dict[str, Dict[int, List[Dict]]], compute: Dict[str, float], margin: float = 0.3,
+         label: Callable[[str], str] = None) -> List[str]:
     """Issue 28's goal for every finetuned pool arm, each part met or not: (1) at each direct student's GMACs the
     descendant chosen on val within that budget is at least the student minus ``margin`` points (seed means; stretch:
     at least the student); (2) the pool's training compute is at most the direct students' (both include the
     shared ancestry once); (3) the Pareto front chosen on val (seed-mean val top-1) rises on test with at least 10
     distinct sizes, starting at the smallest descendant (it ends, by construction, at the best on val: descendants
-    past the largest member's GMACs are rarely on it)."""
+    past the largest member's GMACs are rarely on it). ``label(key)`` names an arm (default :func:`_label`)."""
+    label = label or _label
     direct = results.get('direct', {})
     lines = []
     for key, arm in results.items():
@@ -455,7 +473,7 @@ def goal(results: Dict[str, Dict[int, List[Dict]]], compute: Dict[str, float], m
                       f"{'the smallest' if starts else front[0]['name']} to {front[-1]['name']} "
                       f"({front[-1]['gmacs']:.3g} GMACs), {'rises' if rises else 'does not rise'} on test: "
                       f"{'met' if ok else 'not met'}")
-        lines.append(f"- {_label(key)}: best descendant minus student at each student's GMACs (seed means): "
+        lines.append(f"- {label(key)}: best descendant minus student at each student's GMACs (seed means): "
                      + ', '.join(parts) + f" (>= -{margin}: {'met' if met else 'not met'}; stretch >= 0: "
                      f"{'met' if stretch else 'not met'}){cost}{pareto}.")
     return lines
@@ -577,25 +595,8 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
 def _pool_arm(distill_dir: Path, finetune_dir: Path, eval_csv: Path, anc_macs: int) -> Dict:
     """One finetuned pool of a run on disk: its rows, spec and training compute (distillation + finetuning)."""
     spec = read_pool_config(finetune_dir / 'pool')['model_args']['pool']
-    ft_cfg = yaml.safe_load((finetune_dir / 'config.yaml').read_text())
-    cost = stage_images(distill_dir) * distill_macs_per_image(spec, anc_macs) + \
-        stage_images(finetune_dir) * finetune_macs_per_image(spec, ft_cfg, anc_macs)
+    cost = _distill_cost(distill_dir, spec, anc_macs) + _finetune_cost(finetune_dir, spec, anc_macs)
     return dict(rows=_rows(eval_csv), spec=spec, cost=cost)
-
-
-def _students(seed_dir: Path, spec: PoolSpec, anc_macs: int) -> List[Dict]:
-    """The direct students a replication seed folder holds (``direct_<W>w``), as report rows with their cost."""
-    rows = []
-    for s_dir in sorted(seed_dir.glob('direct_*w'), key=lambda p: int(p.name[len('direct_'):-1])):
-        if not (s_dir / 'model' / 'model.safetensors').exists():
-            continue
-        args = yaml.safe_load((s_dir / 'config.yaml').read_text())['model_args']
-        w, h, d = args['embed_dim'], args['num_heads'], args['depth']
-        macs = _vit_macs(w, h, d, spec)
-        rows.append(dict(name=f'direct {w}w', route=f'ViT {w}/{h}h/{d}', params=_vit_params(w, h, d, spec),
-                         gmacs=round(macs / 1e9, 4), top1=_last_top1(s_dir),
-                         cost=stage_images(s_dir) * (anc_macs + 3 * macs)))
-    return rows
 
 
 def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) -> str:
@@ -607,7 +608,9 @@ def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) ->
     spec = read_pool_config(sd / 'distill' / 'pool')['model_args']['pool']
     anc_cfg = yaml.safe_load((replication_out / 'ancestry' / 'config.yaml').read_text())['model_args']
     anc_macs = _vit_macs(anc_cfg['embed_dim'], anc_cfg['num_heads'], anc_cfg['depth'], spec)
-    students = _students(sd, spec, anc_macs)
+    students = [_student(s_dir, 'direct', spec, anc_macs, kd=True)
+                for s_dir in sorted(sd.glob('direct_*w'), key=lambda p: int(p.name[len('direct_'):-1]))
+                if (s_dir / 'model' / 'model.safetensors').exists()]
     if not students:
         raise ConfigError(f'{sd} has no finished direct students (direct_<W>w); run the replication preset first')
     pools = {'LGP lstsq (replication)': _pool_arm(sd / 'distill', sd / 'lgp_lstsq_finetuned',
@@ -625,15 +628,13 @@ def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) ->
         cells = [name, ' / '.join(f'{m.width}' for m in p['spec'].members), str(len({r['gmacs'] for r in p['rows']})),
                  f"{p['cost'] / 1e12:.1f}"]
         for s in students:
-            fits = [r for r in p['rows'] if r['gmacs'] <= s['gmacs'] * 1.0001]
-            best = max(fits, key=lambda r: (r['val_top1'], -r['gmacs'])) if fits else None
+            best = chosen_at(p['rows'], s['gmacs'])
             cells.append(f"{best['top1']:.2f} / {best['val_top1']:.2f} ({best['name']})" if best else '')
-        stitched = [r for r in p['rows'] if '->' in str(r['route'])]
-        cells.append(f"{sum(r['top1'] for r in stitched) / len(stitched):.2f} / "
-                     f"{sum(r['val_top1'] for r in stitched) / len(stitched):.2f}" if stitched else '')
+        stitched = _stitched_mean(p['rows'])
+        cells.append(f"{stitched:.2f} / {_stitched_mean(p['rows'], 'val_top1'):.2f}" if stitched is not None else '')
         lines.append('| ' + ' | '.join(cells) + ' |')
-        goals += [line.replace(f"- {_label(f'{name} finetuned')}:", f'- {name}:') for line in goal(
-            {f'{name} finetuned': {seed: p['rows']}, 'direct': {seed: students}},
-            {f'{name} finetuned': p['cost'], 'direct': sum(s['cost'] for s in students)})]
+        goals += goal({f'{name} finetuned': {seed: p['rows']}, 'direct': {seed: students}},
+                      {f'{name} finetuned': p['cost'], 'direct': sum(s['cost'] for s in students)},
+                      label=lambda key: key.rpartition(' ')[0])
     return '\n'.join(lines + ['', f'Goal at seed {seed} (issue 28; compute compared after the shared ancestry):', '']
                      + goals) + '\n'
