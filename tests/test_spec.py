@@ -390,3 +390,16 @@ def test_the_middle_member_pool_stitches_nearest_members_only():
     pool = timm.create_model('learngene_pool', pool=spec)
     assert sum(p.numel() for n, p in pool.named_parameters() if not n.startswith('transforms')) == \
         pool_params(spec)['pool'] == 4360670
+
+
+def test_the_four_member_pool_has_a_member_at_every_small_student_width():
+    from timm_learngene.spec import get_pool_spec, pool_params
+    spec = get_pool_spec('fashion_mnist_l6_w4')
+    infos = enumerate_descendants(spec)
+    assert len(infos) == 4 + 3 * 16 and [(m.width, m.heads) for m in spec.members] == [(64, 1), (96, 2), (128, 2),
+                                                                                      (192, 3)]
+    assert {(r[0][0], r[-1][0]) for r in (d.route for d in infos) if len(r) > 1} == {
+        ('tiny', 'small'), ('small', 'mid'), ('mid', 'base')}
+    pool = timm.create_model('learngene_pool', pool=spec)
+    assert sum(p.numel() for n, p in pool.named_parameters() if not n.startswith('transforms')) == \
+        pool_params(spec)['pool'] == 5092520

@@ -81,6 +81,7 @@ def _image(c, h, w):
 @pytest.mark.parametrize('kwargs, want', [
     (dict(pool='fashion_mnist_l6'), dict(input_size=(1, 32, 32), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)),
     (dict(pool='fashion_mnist_l6_mid'), dict(input_size=(1, 32, 32), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)),
+    (dict(pool='fashion_mnist_l6_w4'), dict(input_size=(1, 32, 32), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)),
     (dict(pool='fashion_mnist_l6', in_chans=3), dict(input_size=(3, 32, 32), mean=FASHION_MNIST_MEAN * 3,
                                                      std=FASHION_MNIST_STD * 3)),
     ({}, dict(input_size=(3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))),

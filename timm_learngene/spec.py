@@ -548,3 +548,11 @@ FASHION_MNIST_L6_MID = register_pool_spec(FASHION_MNIST_L6.replace(
     name='fashion_mnist_l6_mid',
     members=(MemberSpec('tiny', 64, 1, 6), MemberSpec('mid', 128, 2, 6), MemberSpec('base', 192, 3, 6)),
 ))
+# fashion_mnist_l6_mid with a 96-wide member as well (2 heads of 48), so every direct student of the replication
+# below 160 wide has a member at its width and no stitch spans more than 1.5x (64 -> 96 -> 128 -> 192): 52
+# descendants. Screened in docs/stitching.md section 7 (issue 28).
+FASHION_MNIST_L6_W4 = register_pool_spec(FASHION_MNIST_L6.replace(
+    name='fashion_mnist_l6_w4',
+    members=(MemberSpec('tiny', 64, 1, 6), MemberSpec('small', 96, 2, 6), MemberSpec('mid', 128, 2, 6),
+             MemberSpec('base', 192, 3, 6)),
+))

@@ -655,7 +655,8 @@ class LearngenePool(nn.Module):
 # ---- configs and entrypoints ------------------------------------------------------------------------------
 # the normalisation of the data set a registered spec was made for; other specs get ImageNet's
 SPEC_MEAN_STD = {'fashion_mnist_l6': (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
-                 'fashion_mnist_l6_mid': (FASHION_MNIST_MEAN, FASHION_MNIST_STD)}
+                 'fashion_mnist_l6_mid': (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+                 'fashion_mnist_l6_w4': (FASHION_MNIST_MEAN, FASHION_MNIST_STD)}
 
 
 def spec_data_config(spec: PoolSpec) -> Dict[str, Any]:
