@@ -58,6 +58,14 @@ def test_finetune_counts_every_route_of_a_step():
     # stitches mode draws stitched routes only, and no member is always in the step
     assert finetune_macs_per_image(spec, dict(KD, routes_per_step=3, train='stitches'), 1000) == \
         pytest.approx(1000 + 3 * 3 * mean_stitched)
+    # cost buckets: each bucket's mean once; with one drawn route the one bucket is every stitched route
+    assert finetune_macs_per_image(spec, dict(KD, routes_per_step=3, train='all', route_sampling='macs'), 1000) == \
+        pytest.approx(1000 + 3 * (sum(alone) + mean_stitched))
+    lo, hi = min(stitched), max(stitched)
+    halves = [[m for m in stitched if m < (lo + hi) / 2], [m for m in stitched if m >= (lo + hi) / 2]]
+    assert all(halves)
+    assert finetune_macs_per_image(spec, dict(KD, routes_per_step=4, train='all', route_sampling='macs'), 1000) == \
+        pytest.approx(1000 + 3 * (sum(alone) + sum(sum(h) / len(h) for h in halves)))
 
 
 def test_the_old_replication_presets_lgp_compute_is_counted_in_full():

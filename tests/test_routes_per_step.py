@@ -167,3 +167,63 @@ def test_routes_for_draws_once_per_optimizer_step():
         assert a.routes_for(step) is first and a.routes_for(step) == first  # later micro-batches: the same routes
         got.append(first)
     assert got == want
+
+
+def test_macs_buckets_draw_one_route_from_each_cost_bucket():
+    from timm_learngene.finetune import _cost_buckets
+    assert _cost_buckets([1, 1, 1, 2, 10], 2) == [[0, 1, 2, 3], [4]]
+    assert _cost_buckets([1, 4, 7, 10], 3) == [[0], [1], [2, 3]]  # the last bucket is closed
+    assert _cost_buckets([1, 1, 10], 3) == [[0, 1], [2]]  # empty buckets dropped
+    assert _cost_buckets([5, 5], 2) == [[0, 1]] and _cost_buckets([1, 2], 0) == [[0, 1]] and _cost_buckets([], 2) == []
+    # 9 cheap routes and one dear one: uniform draws of 2 miss the dear one most steps, buckets never do
+    routes = list(range(10))
+    macs = [1.0] * 8 + [2.0, 10.0]
+    bucketed = RouteSampler(routes, seed=0, per_step=2, macs=macs)
+    uniform = RouteSampler(routes, seed=0, per_step=2)
+    steps = [bucketed.draw_step() for _ in range(50)]
+    assert all(len(set(s)) == 2 and 9 in s for s in steps)
+    assert {r for s in steps for r in s} == set(routes)
+    assert sum(9 in uniform.draw_step() for _ in range(50)) < 25
+    # always routes are left out of the buckets; an empty bucket is filled from the routes not drawn
+    sampler = RouteSampler(routes, seed=1, per_step=5, always=[0, 9], macs=macs)
+    for _ in range(30):
+        step = sampler.draw_step()
+        assert step[:2] == [0, 9] and len(set(step)) == 5 and 8 in step  # 8 alone in the top bucket of 1..2
+    state = sampler.state_dict()
+    nxt = [sampler.draw_step() for _ in range(5)]
+    again = RouteSampler(routes, seed=7, per_step=5, always=[0, 9], macs=macs)
+    again.load_state_dict(state)
+    assert [again.draw_step() for _ in range(5)] == nxt
+    with pytest.raises(ValueError, match='2 costs for 10 routes; give one cost per route'):
+        RouteSampler(routes, per_step=2, macs=[1, 2])
+
+
+def test_finetune_route_sampling_macs_hands_each_routes_macs_to_the_sampler(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState, PartialState
+    from timm_learngene.pool_writer import save_pool
+    from timm_learngene.recipes import finetune
+    pool_dir = save_pool(_pool(), tmp_path / 'pool')
+    from timm_learngene.spec import route_macs
+    from timm_learngene.pool_reader import read_pool_config
+    made = []
+
+    class Recording(RouteSampler):
+        def __init__(self, routes, **kw):
+            made.append((list(routes), kw.get('macs')))
+            super().__init__(routes, **kw)
+
+    monkeypatch.setattr(finetune, 'RouteSampler', Recording)
+    args = ['--dataset', 'synthetic', '--num-workers', '0', '--cpu', '--mixed-precision', 'no', '--max-steps', '1',
+            '--batch-size', '4', '--train-limit', '8', '--stitch-init', 'none', '--kd-weight', '0',
+            '--routes-per-step', '4', '--pool', str(pool_dir)]
+    try:
+        for sampling in ('macs', 'uniform'):
+            finetune.main(args + ['--route-sampling', sampling, '--output', str(tmp_path / sampling)])
+            AcceleratorState._reset_state(True)
+            PartialState._reset_state()
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    spec = read_pool_config(pool_dir)['model_args']['pool']
+    (routes, macs), (_, none) = made
+    assert macs == [route_macs(spec, r) for r in routes] and len(set(macs)) > 2 and none is None

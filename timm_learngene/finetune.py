@@ -28,11 +28,19 @@ class RouteSampler:
     process, so data-parallel processes train the same routes; :meth:`state_dict` (the generator state, one uint8
     tensor) goes into training checkpoints so a resumed run continues the sequence.
 
+    ``macs`` (one value per route, e.g. each route's MACs) switches the draw to cost buckets (SN-Netv2's
+    FLOPs-bucketed sampling): the range of the other routes' costs is cut into as many equal-width buckets as routes
+    are drawn per step, and each step draws one route uniformly from each non-empty bucket (the rest, when buckets
+    are empty, uniformly from the routes left). A uniform draw trains the cost range where routes are dense (the
+    middle of a stitched pool) most; buckets spread the steps over the whole range.
+
     Raises ValueError when ``routes`` is empty or repeats a route, when an ``always`` route is not among ``routes``
-    or is repeated, and when ``per_step`` is below 1, below ``len(always)`` or above ``len(routes)``.
+    or is repeated, when ``per_step`` is below 1, below ``len(always)`` or above ``len(routes)``, and when ``macs``
+    does not have one value per route.
     """
 
-    def __init__(self, routes: Sequence[Route], seed: int = 0, per_step: int = 1, always: Sequence[Route] = ()):
+    def __init__(self, routes: Sequence[Route], seed: int = 0, per_step: int = 1, always: Sequence[Route] = (),
+                 macs: Optional[Sequence[float]] = None):
         if not routes:
             raise ValueError('no routes to train')
         self.routes = list(routes)
@@ -57,6 +65,12 @@ class RouteSampler:
                              f'{per_step} routes per step; set routes per step to at least {len(self.always)}')
         self.per_step = per_step
         self._others = [r for r in self.routes if r not in self.always]
+        self._buckets: Optional[List[List[int]]] = None
+        if macs is not None:
+            if len(macs) != n:
+                raise ValueError(f'{len(macs)} costs for {n} routes; give one cost per route')
+            cost = dict(zip(self.routes, macs))
+            self._buckets = _cost_buckets([cost[r] for r in self._others], per_step - len(self.always))
         self.generator = torch.Generator().manual_seed(seed)
         self._step: Optional[int] = None
         self._routes: List[Route] = []
@@ -71,7 +85,12 @@ class RouteSampler:
     def draw_step(self) -> List[Route]:
         """The routes of the next optimizer step: the ``always`` routes, then the drawn ones."""
         k = self.per_step - len(self.always)
-        if k == 1:  # one uniform draw, as draw() always made (per_step=1 keeps the sequences of earlier runs)
+        if self._buckets is not None and k > 0:
+            drawn = [b[int(torch.randint(len(b), (1,), generator=self.generator))] for b in self._buckets]
+            if len(drawn) < k:  # empty buckets: the rest uniformly from the routes not drawn yet
+                left = [i for i in range(len(self._others)) if i not in drawn]
+                drawn += [left[i] for i in torch.randperm(len(left), generator=self.generator)[:k - len(drawn)]]
+        elif k == 1:  # one uniform draw, as draw() always made (per_step=1 keeps the sequences of earlier runs)
             drawn = [int(torch.randint(len(self._others), (1,), generator=self.generator))]
         elif k > 1:
             drawn = torch.randperm(len(self._others), generator=self.generator)[:k].tolist()
@@ -91,6 +110,20 @@ class RouteSampler:
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state['generator'])
+
+
+def _cost_buckets(costs: Sequence[float], k: int) -> List[List[int]]:
+    """The indices of ``costs`` in ``k`` equal-width buckets over ``[min, max]`` (the last bucket closed), empty
+    buckets dropped; one bucket when ``k < 1`` or every cost is equal."""
+    if not costs:
+        return []
+    lo, hi = min(costs), max(costs)
+    if k < 1 or hi == lo:
+        return [list(range(len(costs)))]
+    buckets: List[List[int]] = [[] for _ in range(k)]
+    for i, c in enumerate(costs):
+        buckets[min(int((c - lo) / (hi - lo) * k), k - 1)].append(i)
+    return [b for b in buckets if b]
 
 
 def sandwich_routes(pool: Union[LearngenePool, PoolSpec]) -> List[Route]:

@@ -30,6 +30,7 @@ from ..data.augment import eval_data_config
 from ..errors import ConfigError
 from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
 from ..snnet import anchor_pool
+from ..spec import route_macs
 from ..stitch_init import STITCH_INITS, init_stitches
 from ..training.loop import finish, fit, latest_checkpoint
 from ..training.metrics import accuracy
@@ -84,6 +85,10 @@ OPTIONS = OptionTable([
            '(the sandwich rule: drawn alone on 1/N of the steps, the members were dragged down by the stitched '
            'routes that share their blocks), the rest drawn from a seeded generator, the same on every process',
            group='finetune'),
+    Option('route_sampling', str, 'uniform', "how the non-sandwich routes of a step are drawn: uniform (every "
+           "route alike) or macs (one from each of as many equal-width MACs buckets as routes are drawn, SN-Netv2's "
+           "FLOPs-bucketed sampling, so every part of the size range is trained every step)",
+           choices=('uniform', 'macs'), group='finetune'),
     *DATA,
     replace(DISTILLATION[0], help=DISTILLATION[0].help + " ('' with no --teacher-checkpoint = the timm model the "
             "pool's distill recipe names)"),
@@ -155,7 +160,8 @@ def run(cfg):
                                 smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
     always = sandwich_routes(pool) if cfg.train == 'all' and cfg.routes_per_step >= 3 else ()
     try:
-        sampler = RouteSampler(routes, seed=cfg.seed, per_step=cfg.routes_per_step, always=always)
+        macs = [route_macs(spec, r) for r in routes] if cfg.route_sampling == 'macs' else None
+        sampler = RouteSampler(routes, seed=cfg.seed, per_step=cfg.routes_per_step, always=always, macs=macs)
     except ValueError as e:
         raise ConfigError(f'finetune: --routes-per-step {cfg.routes_per_step}: {e}') from None
     shape = dict(img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)

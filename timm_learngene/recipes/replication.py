@@ -38,7 +38,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
-from ..finetune import sandwich_routes
+from ..finetune import _cost_buckets, sandwich_routes
 from ..pool_reader import read_pool_config
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
 from . import distill, evaluate, finetune, train_vit
@@ -95,14 +95,21 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
     KD is on, plus 3x the forward MACs of the step's ``routes_per_step`` routes. With ``train: all`` and at least 3
     routes a step, the smallest and largest member are in every step (the sandwich rule) and the rest are drawn
     uniformly without replacement from the other routes; otherwise every route is drawn uniformly (``train:
-    stitches`` draws only stitched routes)."""
+    stitches`` draws only stitched routes). With ``route_sampling: macs`` each cost bucket gives one route (its mean
+    counted); the draws that fill in for empty buckets are counted at the other routes' mean (a close bound, not
+    exact: they exclude the routes already drawn)."""
     train_all = cfg.get('train', 'all') == 'all'
     routes = [d for d in enumerate_descendants(spec) if train_all or len(d.route) > 1]
     k = int(cfg.get('routes_per_step', 1))
     always = sandwich_routes(spec) if train_all and k >= 3 else []  # as the finetune recipe draws them
     others = [d.macs for d in routes if d.route not in always]
-    expected = sum(route_macs(spec, r) for r in always) + \
-        ((k - len(always)) * sum(others) / len(others) if others else 0)
+    drawn = k - len(always)
+    expected = sum(route_macs(spec, r) for r in always)
+    if others and cfg.get('route_sampling', 'uniform') == 'macs':
+        buckets = _cost_buckets(others, drawn)
+        expected += sum(sum(others[i] for i in b) / len(b) for b in buckets)
+        drawn -= len(buckets)
+    expected += drawn * sum(others) / len(others) if others else 0
     return (teacher_macs if cfg.get('kd_weight', 0.5) else 0) + 3 * expected  # KD: one ancestry forward
 
 
