@@ -307,7 +307,7 @@ def main() -> int:
     p('|---|' + '---|' * len(statuses))
     for module in sorted(counts):
         p(f'| {module} | ' + ' | '.join(str(counts[module][s]) for s in statuses) + ' |')
-    p(f'| **all** | ' + ' | '.join(str(total[s]) for s in statuses) + ' |')
+    p('| **all** | ' + ' | '.join(str(total[s]) for s in statuses) + ' |')
     p()
     p('"no tests": no selected test reaches the function (mutmut runs, per mutant, only the tests that called it). '
       '"timeout" (the tests ran past their time limit: an endless loop) and "segfault" (their process was killed by '

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-import timm_learngene
+import timm_learngene  # noqa: F401  (registers the models)
 from timm_learngene.distill import DenseDistiller, FeatureRecorder, kd_loss
 from timm_learngene.errors import PoolSpecError
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec

@@ -29,7 +29,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import timm_learngene
-import timm_learngene.pool_writer as ckpt
 import timm_learngene.hub as hub
 from timm_learngene import (
     FORMAT_VERSION, CheckpointError, Descendant, FormatVersionError, LearngenePool, enumerate_descendants, save_pool,

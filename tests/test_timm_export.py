@@ -15,7 +15,7 @@ from timm.models import push_to_hf_hub, save_for_hf
 from timm.data import resolve_data_config
 
 from timm_learngene import (
-    CheckpointError, load_pool, save_descendant, save_pool, stage_for_hub, update_pool_metrics,
+    CheckpointError, load_pool, save_descendant, save_pool, update_pool_metrics,
 )
 from timm_learngene.spec import DEIT_BASE_L6
 

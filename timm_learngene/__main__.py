@@ -192,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except Exception as e:  # noqa: BLE001 - offline, no network, the Hub refused: one line; anything else raises
         err = hub_error(e, f'pushing {args.folder} to {args.repo}',
-                        f'write the files with --stage-only DIR now and upload DIR later')
+                        'write the files with --stage-only DIR now and upload DIR later')
         if err is None:
             raise
         print(f'error: {err}', file=sys.stderr)

@@ -3,7 +3,6 @@ from pathlib import Path
 from typing import Optional
 
 import timm
-import torch
 from torch import nn
 
 from .hub_errors import hub_error

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from timm.layers import resample_abs_pos_embed
 
-from .checksum import checksum, checksum_bytes
+from .checksum import checksum_bytes
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
 from .logs import get_logger
 from .pool_format import (

@@ -10,7 +10,6 @@ blocks 3..5, norm and head.
 import dataclasses
 import functools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union

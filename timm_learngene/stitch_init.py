@@ -8,7 +8,6 @@ from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
 from .errors import PoolSpecError
 from .models.learngene_pool import LearngenePool

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import torch
 from timm.layers import set_fused_attn
 
 from ..pool_reader import read_pool_config

@@ -552,7 +552,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
              'difference of two evaluations on the same test images (not divided by the number of seeds: every seed '
              'uses the same images); otherwise it is a tie.', '',
              *(['## Goal (issue 28)', '', *goal(results, compute), ''] if 'direct' in results else []),
-             f'![top-1 vs GMACs](replication.png)', '',
+             '![top-1 vs GMACs](replication.png)', '',
              *_wall_time(out, preset, getattr(run, 'timings', {}), getattr(run, 'reused', ())),
              '## Best top-1 within a GMACs budget', '']
     head = ['method', 'seeds', 'stored params', 'smallest (params / GMACs)', 'largest (params / GMACs)'] + \
