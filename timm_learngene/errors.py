@@ -11,7 +11,12 @@ __all__ = [
 
 
 class LearngeneError(ValueError):
-    """Base class of every error this package raises on bad input."""
+    """Base class of every error this package raises on bad input. ``all_ranks=True`` marks an error that every
+    process of a distributed run raises alike, so the command line reports it once (from the main process)."""
+
+    def __init__(self, *args, all_ranks: bool = False):
+        super().__init__(*args)
+        self.all_ranks = all_ranks
 
 
 class PoolSpecError(LearngeneError):

@@ -25,6 +25,7 @@ from timm.data import Mixup
 
 from ..errors import DatasetError, TransformError
 from ..logs import get_logger
+from ..training.preemption import ignore_stop_signals
 from .augment import build_transform, dataset_stats, guard_posterize
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
@@ -196,7 +197,8 @@ def build_loader(dataset, batch_size: int, training: bool, num_workers: int = 0,
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=training, drop_last=training, num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed) if training else None,
-        persistent_workers=num_workers > 0)
+        persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None)  # the main process handles preemption
 
 
 def build_mixup(cfg: Mapping[str, Any], num_classes: int) -> Optional[Mixup]:

@@ -24,6 +24,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from ..errors import ConfigError
 from ..logs import get_logger
 from .curves import plot_log
+from .preemption import Preempted, StopSignals
 from .progress import Progress, check_trackers, tracker_config
 from .resume import (  # noqa: F401  (latest_checkpoint, save_checkpoint, load_train_state re-exported)
     complete_checkpoints, discard, latest_checkpoint, load_checkpoint, load_train_state, remove_leftovers,
@@ -44,11 +45,12 @@ class NonFiniteLossError(FloatingPointError):
 class TrainState:
     """Optimizer steps taken; saved in every checkpoint so a resumed run continues at the same step."""
 
-    def __init__(self):
+    def __init__(self, num_processes: Optional[int] = None):
         self.step = 0
+        self.num_processes = num_processes  # of the run that wrote the checkpoint (checked before a resume)
 
     def state_dict(self):
-        return {'step': self.step}
+        return {'step': self.step, **({'num_processes': self.num_processes} if self.num_processes else {})}
 
     def load_state_dict(self, d):
         step = d['step']
@@ -217,13 +219,16 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
     steps are redone); with ``cfg.stop_after`` the run checkpoints and returns after that many steps (for
     time-limited jobs). ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
 
+    SIGTERM or SIGINT (:mod:`~timm_learngene.training.preemption`) stops every process after the same optimizer
+    step: the checkpoint of that step is written and :class:`~timm_learngene.training.preemption.Preempted` raised.
+
     A resume is bit-exact when ``train_loader`` was built with its own ``generator``: a DataLoader without one
     draws each iterator's seed from the global torch RNG, and a run resumed mid-epoch starts one iterator more
     than an uninterrupted run did.
     """
     model, train_loader, optimizer, scheduler = run.model, run.train_loader, run.optimizer, run.scheduler
     total_steps = run.total_steps
-    state = TrainState()
+    state = TrainState(accelerator.num_processes)
     stateful = [state, scheduler, *extra_state]  # saved as JSON next to accelerate's files
     ckpt_dir = Path(cfg.output) / 'checkpoints'
     log_file = Path(cfg.output) / 'log.jsonl'
@@ -253,64 +258,70 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
     progress = Progress(total_steps, state.step, desc, getattr(cfg, 'progress', 'auto'), cfg.log_every,
                         enabled=accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
-    while state.step < total_steps:
-        epoch = state.step // steps_per_epoch
-        train_loader.set_epoch(epoch)
-        skip = (state.step % steps_per_epoch) * cfg.grad_accum
-        if skip and getattr(train_loader, 'generator', None) is None:
-            _logger.warning('the training DataLoader has no generator, so the iterator a mid-epoch resume starts '
-                            'draws its seed from the global torch RNG and dropout, drop-path and mixup then draw '
-                            'other numbers than an uninterrupted run; build it with generator=torch.Generator()'
-                            '.manual_seed(seed), as timm_learngene.data does')
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        model.train()
-        for x, y in loader:
-            if mixup is not None:
-                x, y = mixup(x, y)
-            with accelerator.accumulate(model):
-                losses = loss_fn(model, x, y, state.step)
-                _check_finite(losses, state.step, kept, accelerator)
-                accelerator.backward(losses['total'])
-                if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad) if cfg.clip_grad else None
-                    _check_finite_grads(model, norm, state.step, kept, accelerator)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            seen += x.shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.step += 1
-            if progress.mode != 'none':
-                rate = seen / max(1e-9, time.perf_counter() - t0)
-                progress.step(1, {'loss': f"{losses['total'].item():.3f}", 'lr': f'{scheduler.get_last_lr()[0]:.2e}',
-                                  'img/s': f'{rate:.0f}'})
-            if state.step % cfg.log_every == 0 or state.step == total_steps:
-                rec = {'step': state.step, 'epoch': epoch, 'lr': scheduler.get_last_lr()[0]}
-                rec.update({k: float(v.detach()) for k, v in losses.items()})
-                if accelerator.is_main_process:
-                    with open(log_file, 'a') as f:
-                        f.write(json.dumps(rec) + '\n')
-                if getattr(cfg, 'log_with', None):
-                    accelerator.log({f'train/{k}': v for k, v in rec.items() if k != 'step'}, step=state.step)
-            stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
-            if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping:
-                kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints, stateful)
-            if state.step >= total_steps or stopping:
+    with StopSignals() as signals:  # SIGTERM / SIGINT: stop after the step with a checkpoint
+        while state.step < total_steps:
+            epoch = state.step // steps_per_epoch
+            train_loader.set_epoch(epoch)
+            skip = (state.step % steps_per_epoch) * cfg.grad_accum
+            if skip and getattr(train_loader, 'generator', None) is None:
+                _logger.warning('the training DataLoader has no generator, so the iterator a mid-epoch resume '
+                                'starts draws its seed from the global torch RNG and dropout, drop-path and mixup '
+                                'then draw other numbers than an uninterrupted run; build it with '
+                                'generator=torch.Generator().manual_seed(seed), as timm_learngene.data does')
+            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            model.train()
+            for x, y in loader:
+                if mixup is not None:
+                    x, y = mixup(x, y)
+                with accelerator.accumulate(model):
+                    losses = loss_fn(model, x, y, state.step)
+                    _check_finite(losses, state.step, kept, accelerator)
+                    accelerator.backward(losses['total'])
+                    if accelerator.sync_gradients:
+                        norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad) if cfg.clip_grad
+                                else None)
+                        _check_finite_grads(model, norm, state.step, kept, accelerator)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                seen += x.shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                state.step += 1
+                if progress.mode != 'none':
+                    rate = seen / max(1e-9, time.perf_counter() - t0)
+                    progress.step(1, {'loss': f"{losses['total'].item():.3f}",
+                                      'lr': f'{scheduler.get_last_lr()[0]:.2e}', 'img/s': f'{rate:.0f}'})
+                if state.step % cfg.log_every == 0 or state.step == total_steps:
+                    rec = {'step': state.step, 'epoch': epoch, 'lr': scheduler.get_last_lr()[0]}
+                    rec.update({k: float(v.detach()) for k, v in losses.items()})
+                    if accelerator.is_main_process:
+                        with open(log_file, 'a') as f:
+                            f.write(json.dumps(rec) + '\n')
+                    if getattr(cfg, 'log_with', None):
+                        accelerator.log({f'train/{k}': v for k, v in rec.items() if k != 'step'}, step=state.step)
+                stopping = bool(cfg.stop_after) and state.step >= cfg.stop_after
+                signal_name = signals.agreed(accelerator)
+                if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or stopping or signal_name:
+                    kept = save_checkpoint(accelerator, ckpt_dir, state.step, cfg.keep_checkpoints, stateful)
+                if signal_name:
+                    progress.close()
+                    raise Preempted(signal_name, state.step, kept, cfg.output)
+                if state.step >= total_steps or stopping:
+                    break
+            if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
+                accelerator.print(f'stopped at step {state.step} (--stop-after); continue with --resume {cfg.output}')
                 break
-        if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
-            accelerator.print(f'stopped at step {state.step} (--stop-after); continue with --resume {cfg.output}')
-            break
-        end_of_epoch = state.step % steps_per_epoch == 0 or state.step >= total_steps
-        if evaluate is not None and end_of_epoch:
-            metrics = evaluate(epoch)
-            if accelerator.is_main_process and metrics:
-                progress.write(f'epoch {epoch} step {state.step}: ' +
-                               ', '.join(f'{k} {v:.2f}' for k, v in metrics.items()))
-                with open(log_file, 'a') as f:
-                    f.write(json.dumps({'step': state.step, 'epoch': epoch, 'eval': metrics}) + '\n')
-            if metrics and getattr(cfg, 'log_with', None):
-                accelerator.log({f'eval/{k}': v for k, v in metrics.items()}, step=state.step)
+            end_of_epoch = state.step % steps_per_epoch == 0 or state.step >= total_steps
+            if evaluate is not None and end_of_epoch:
+                metrics = evaluate(epoch)
+                if accelerator.is_main_process and metrics:
+                    progress.write(f'epoch {epoch} step {state.step}: ' +
+                                   ', '.join(f'{k} {v:.2f}' for k, v in metrics.items()))
+                    with open(log_file, 'a') as f:
+                        f.write(json.dumps({'step': state.step, 'epoch': epoch, 'eval': metrics}) + '\n')
+                if metrics and getattr(cfg, 'log_with', None):
+                    accelerator.log({f'eval/{k}': v for k, v in metrics.items()}, step=state.step)
     progress.close()
     if accelerator.is_main_process:
         plot_log(log_file)  # OUTPUT/curves.png: loss terms and lr against the step

@@ -31,7 +31,8 @@ from ..durable import atomic_write_text, fsync, fsync_tree, remove_paths
 from ..errors import ResumeError
 from ..logs import get_logger
 
-__all__ = ['latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_train_state', 'remove_leftovers',
+__all__ = ['latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'load_train_state', 'check_process_count',
+           'remove_leftovers',
            'complete_checkpoints', 'discard', 'trim_log', 'step_of', 'POINTER_NAME', 'STATE_NAME']
 
 _logger = get_logger(__name__)
@@ -136,7 +137,9 @@ def _short(e: BaseException, limit: int = 300) -> str:
 def load_checkpoint(accelerator: Accelerator, checkpoint: Path, stateful: Sequence[Any]) -> None:
     """Load accelerate's files and ``train_state.json`` (``stateful[0]`` is fit's TrainState) from ``checkpoint``
     and check its step is the folder's. Whatever a damaged or foreign file makes torch, safetensors or the zip
-    reader raise becomes a :class:`ResumeError` naming the folder."""
+    reader raise becomes a :class:`ResumeError` naming the folder. A checkpoint written by a run of another
+    number of processes is refused first (:func:`check_process_count`)."""
+    check_process_count(checkpoint, accelerator.num_processes)
     try:
         accelerator.load_state(str(checkpoint))
     except torch.cuda.OutOfMemoryError:  # not damage
@@ -152,6 +155,23 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, stateful: Sequen
     if state.step != step:
         raise ResumeError(f'{checkpoint / STATE_NAME} says step {state.step}, the folder is step {step}; the '
                               f'file is damaged or was copied from another checkpoint. {_WHAT_TO_DO}')
+
+
+def check_process_count(checkpoint: Path, num_processes: int) -> None:
+    """Refuse to resume ``checkpoint`` with ``num_processes`` processes when the run that wrote it had another
+    number: the global batch (per-process batch x processes x accumulation), the data order and its sharding, and
+    the per-process RNG states all depend on it, so the run would continue as another run, silently. Checkpoints
+    from before the count was recorded are not checked (``train_state.json`` problems are reported later)."""
+    try:
+        saved = json.loads((Path(checkpoint) / STATE_NAME).read_text())[0].get('num_processes')
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return
+    if isinstance(saved, int) and saved != num_processes:
+        raise ResumeError(
+            f'cannot resume from {checkpoint}: it was written by a run of {saved} process(es) and this run has '
+            f'{num_processes}; the global batch, the data order and the random streams would all change. Resume '
+            f'with {saved} process(es) (accelerate launch --num_processes {saved} ...), or start a new run without '
+            f'--resume', all_ranks=True)
 
 
 def _check_rng_restored(accelerator: Accelerator, checkpoint: Path) -> None:

@@ -1,0 +1,188 @@
+"""Preemption (SIGTERM / SIGINT -> checkpoint at the step boundary, exit 75, exact resume), a changed process count
+refused on resume, and a two-node run on loopback (issue 30)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from timm_learngene.errors import ResumeError
+from timm_learngene.training.cli import run_cli
+from timm_learngene.training.preemption import EXIT_PREEMPTED, Preempted, StopSignals
+from timm_learngene.training.resume import check_process_count
+
+from test_crash import _ce, _reset, _tiny_fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _signal_at(step_index, signum=signal.SIGTERM, times=1):
+    def loss_fn(model, x, y, step):
+        if step == step_index:
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+        return _ce(model, x, y, step)
+    return loss_fn
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_the_resume_is_exact(tmp_path, signum, capsys):
+    before = signal.getsignal(signum)
+    whole = _tiny_fit(tmp_path / 'whole', _ce, steps=6, checkpoint_every=0)
+    with pytest.raises(Preempted) as e:  # the signal arrives during step index 2, the run stops after step 3
+        _tiny_fit(tmp_path / 'cut', _signal_at(2, signum), steps=6, checkpoint_every=0)
+    name = signal.Signals(signum).name
+    assert (e.value.signame, e.value.step) == (name, 3)
+    assert str(e.value) == (f'stopped by {name} after step 3; checkpoint {tmp_path}/cut/checkpoints/step_00000003 '
+                            f'written; continue with --resume {tmp_path}/cut')
+    assert f'received {name}: stopping after this optimizer step' in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / 'cut' / 'checkpoints').glob('step_*')] == ['step_00000003']
+    assert signal.getsignal(signum) is before  # the handler is the caller's again
+    resumed = _tiny_fit(tmp_path / 'cut', _ce, resume=True, steps=6, checkpoint_every=0)
+    assert torch.equal(resumed, whole)
+    steps = [json.loads(line)['step'] for line in (tmp_path / 'cut' / 'log.jsonl').read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit(tmp_path / 'run', _signal_at(1, signal.SIGINT, times=2), steps=6, checkpoint_every=0)
+    _reset()
+    assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_the_signal_on_any_process_stops_all_of_them():
+    class Acc:  # what accelerate's gather returns on 2 processes: every process's value, rank order
+        num_processes, device = 2, 'cpu'
+
+        def __init__(self, other):
+            self.other = other
+
+        def gather(self, t):
+            return torch.cat([t, torch.tensor([self.other])])
+
+    sig = StopSignals()
+    assert sig.agreed(Acc(0)) is None
+    assert sig.agreed(Acc(int(signal.SIGINT))) == 'SIGINT'
+    sig.received = 'SIGTERM'
+    assert sig.agreed(Acc(0)) == 'SIGTERM' and sig.agreed(Acc(int(signal.SIGINT))) == 'SIGTERM'
+
+
+def test_the_command_line_says_how_to_continue_and_exits_75(tmp_path, capsys):
+    def main(argv):
+        raise Preempted('SIGTERM', 3, tmp_path / 'checkpoints' / 'step_00000003', tmp_path)
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, [])
+    assert e.value.code == EXIT_PREEMPTED == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f'stopped by SIGTERM after step 3; checkpoint {tmp_path}/checkpoints/'
+                                             f'step_00000003 written; continue with --resume {tmp_path}')
+
+
+def test_a_checkpoint_of_another_process_count_is_refused(tmp_path):
+    _tiny_fit(tmp_path / 'run', _ce, steps=4)
+    ckpt = tmp_path / 'run' / 'checkpoints' / 'step_00000004'
+    assert json.loads((ckpt / 'train_state.json').read_text())[0]['num_processes'] == 1
+    check_process_count(ckpt, 1)
+    with pytest.raises(ResumeError, match=r'written by a run of 1 process\(es\) and this run has 2; .* Resume with 1 '
+                                          r'process\(es\) \(accelerate launch --num_processes 1 \.\.\.\)') as e:
+        check_process_count(ckpt, 2)
+    assert e.value.all_ranks
+    # a checkpoint from before the count was recorded is not refused
+    state = json.loads((ckpt / 'train_state.json').read_text())
+    del state[0]['num_processes']
+    (ckpt / 'train_state.json').write_text(json.dumps(state))
+    check_process_count(ckpt, 2)
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=f'{ROOT}:{ROOT / "tests"}')
+    env.pop('TIMM_LEARNGENE_TRACEBACK', None)
+    return env
+
+
+def _launch(*args, port=29531):
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+           '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port',
+           str(port), str(SCRIPT), *map(str, args)]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _two_nodes(*args, port=29533):
+    """Two ``accelerate launch`` commands, one per "machine" (machine rank 0 and 1, one process each), meeting on
+    127.0.0.1; their combined output."""
+    procs = [subprocess.Popen(
+        [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+         '--num_machines', '2', '--machine_rank', str(rank), '--main_process_ip', '127.0.0.1',
+         '--main_process_port', str(port), '--mixed_precision', 'no', '--dynamo_backend', 'no', str(SCRIPT),
+         *map(str, args)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)]
+    return ''.join(p.communicate(timeout=300)[0] for p in procs)
+
+
+def _alone(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+SCRIPT = ROOT / 'tests' / 'preempt_rank.py'
+
+
+def _errors(proc):
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if ': error: ' in line]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_are_refused(tmp_path):
+    """A 2-process distill run of 6 steps: uninterrupted, on one machine and as two machines on loopback (the same
+    bytes); SIGTERM to rank 1 alone during step index 2 (both ranks
+    stop after step 3 with one checkpoint, exit 75, one line); that checkpoint resumed by 1 process is refused; by 2
+    it ends with the uninterrupted run's weights. A 1-process checkpoint resumed by 2 processes is refused."""
+    from timm.models import save_for_hf
+    from test_distill import _teacher
+    teacher = tmp_path / 'teacher'
+    save_for_hf(_teacher(), teacher)
+    whole = _launch(tmp_path / 'whole', teacher)
+    assert (tmp_path / 'whole' / 'pool' / 'model.safetensors').is_file(), whole.stdout[-3000:] + whole.stderr[-3000:]
+
+    # the same run as two machines of one process each, on loopback: the same bytes
+    nodes = _two_nodes(tmp_path / 'nodes', teacher)
+    assert (tmp_path / 'nodes' / 'pool' / 'model.safetensors').is_file(), nodes[-3000:]
+    a = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
+    b = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / 'nodes' / 'launch.json').read_text())['num_processes'] == 2
+
+    cut = _launch(tmp_path / 'cut', teacher, '--kill-rank', '1', '--kill-at', '2')
+    text = cut.stdout + cut.stderr
+    assert cut.returncode != 0 and 'exitcode  : 75' in text, text[-3000:]
+    assert 'received SIGTERM: stopping after this optimizer step' in text, text[-3000:]
+    said = [line for line in text.splitlines() if 'after step 3; checkpoint' in line]
+    assert len(said) == 1 and f'continue with --resume {tmp_path / "cut"}' in said[0], text[-3000:]
+    assert sorted(p.name for p in (tmp_path / 'cut' / 'checkpoints').glob('step_*')) == ['step_00000003']
+    assert not (tmp_path / 'cut' / 'pool').exists()
+
+    one = _alone(tmp_path / 'cut', teacher, '--resume')
+    assert one.returncode == 2 and len(_errors(one)) == 1, one.stdout[-3000:] + one.stderr[-3000:]
+    assert 'written by a run of 2 process(es) and this run has 1' in _errors(one)[0]
+
+    resumed = _launch(tmp_path / 'cut', teacher, '--resume')
+    assert (tmp_path / 'cut' / 'pool' / 'model.safetensors').is_file(), resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    a = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
+    b = load_file(tmp_path / 'cut' / 'pool' / 'model.safetensors')
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+    single = _alone(tmp_path / 'single', teacher, '--stop-after', '2')
+    assert (tmp_path / 'single' / 'checkpoints' / 'step_00000002').is_dir(), single.stdout[-3000:] + single.stderr[-3000:]
+    two = _launch(tmp_path / 'single', teacher, '--resume')
+    assert two.returncode != 0 and len(_errors(two)) == 1, two.stdout[-3000:] + two.stderr[-3000:]
+    assert 'written by a run of 1 process(es) and this run has 2' in _errors(two)[0]
