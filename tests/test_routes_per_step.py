@@ -227,3 +227,62 @@ def test_finetune_route_sampling_macs_hands_each_routes_macs_to_the_sampler(tmp_
     spec = read_pool_config(pool_dir)['model_args']['pool']
     (routes, macs), (_, none) = made
     assert macs == [route_macs(spec, r) for r in routes] and len(set(macs)) > 2 and none is None
+
+
+def test_lora_stitches_start_as_the_base_train_only_the_update_and_fold_back():
+    from timm_learngene.finetune import LoRAStitch, add_lora_stitches, merge_lora_stitches
+    pool = _pool().eval()
+    x = _batch()[0]
+    route = next(d.route for d in enumerate_descendants(tiny_spec(6)) if len(d.route) > 1)
+    before = pool(x, route)
+    n = add_lora_stitches(pool, 2)
+    assert n == sum(len(v) for v in pool.stitches.values()) and n > 0
+    torch.testing.assert_close(pool(x, route), before, rtol=0, atol=0)  # B starts at zero
+    layer = next(iter(pool.stitches.values()))[0]
+    assert isinstance(layer, LoRAStitch) and layer.lora_a.shape == (2, 16) and layer.lora_b.shape == (32, 2)
+    assert not layer.base.weight.requires_grad and layer.lora_a.requires_grad and layer.lora_b.requires_grad
+    trainer = DescendantTrainer(pool, None, 1.0, 0.0)
+    trainer.train()
+    xb, yb = _batch()
+    trainer(xb, yb, [route])['total'].backward()
+    lora = [s for layers in pool.stitches.values() for s in layers]
+    assert all(s.base.weight.grad is None for s in lora) and any(s.lora_b.grad is not None for s in lora)
+    with torch.no_grad():
+        for layers in pool.stitches.values():
+            for s in layers:
+                s.lora_b.normal_()
+    pool.eval()
+    changed = pool(x, route)
+    assert not torch.allclose(changed, before)
+    w = layer.base.weight + layer.lora_b @ layer.lora_a
+    assert merge_lora_stitches(pool) == n and merge_lora_stitches(pool) == 0
+    merged = next(iter(pool.stitches.values()))[0]
+    assert type(merged) is torch.nn.Linear and merged.weight.requires_grad
+    torch.testing.assert_close(merged.weight, w)
+    torch.testing.assert_close(pool(x, route), changed, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"LoRA rank 17 must be between 1 and the stitch layer's smaller width 16"):
+        LoRAStitch(torch.nn.Linear(16, 32), 17)
+
+
+def test_finetune_stitch_lora_rank_writes_plain_stitch_layers(tmp_path):
+    from accelerate.state import AcceleratorState, PartialState
+    from safetensors.torch import load_file
+    from timm_learngene.errors import ConfigError
+    from timm_learngene.pool_writer import save_pool
+    from timm_learngene.recipes import finetune
+    pool_dir = save_pool(_pool(), tmp_path / 'pool')
+    args = ['--dataset', 'synthetic', '--num-workers', '0', '--cpu', '--mixed-precision', 'no', '--max-steps', '2',
+            '--batch-size', '4', '--train-limit', '8', '--stitch-init', 'none', '--kd-weight', '0',
+            '--routes-per-step', '4', '--pool', str(pool_dir), '--lr', '0.05', '--warmup-epochs', '0']
+    try:
+        finetune.main(args + ['--stitch-lora-rank', '2', '--train', 'stitches', '--output', str(tmp_path / 'ft')])
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    a, b = load_file(pool_dir / 'model.safetensors'), load_file(tmp_path / 'ft' / 'pool' / 'model.safetensors')
+    assert a.keys() == b.keys()  # no lora_a / lora_b / base. keys: the pool file's format
+    moved = [k for k in a if k.startswith('stitches.') and not torch.equal(a[k], b[k])]
+    assert moved and all(k.endswith('.weight') for k in moved)  # the update moves weights, never biases
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
+    with pytest.raises(ConfigError, match='--stitch-lora-rank must be 0 \\(off\\) or a rank >= 1, got -1'):
+        finetune.main(args + ['--stitch-lora-rank', '-1', '--output', str(tmp_path / 'bad')])

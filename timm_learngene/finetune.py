@@ -15,7 +15,8 @@ from .losses import label_kd_loss
 from .models.learngene_pool import LearngenePool
 from .spec import DescendantInfo, PoolSpec, Route, enumerate_descendants
 
-__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'set_trainable', 'sandwich_routes']
+__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'set_trainable', 'sandwich_routes', 'LoRAStitch',
+           'add_lora_stitches', 'merge_lora_stitches']
 
 TRAIN_MODES = ('all', 'stitches')
 
@@ -220,3 +221,61 @@ def _as_routes(route_or_routes) -> list:
     if isinstance(first, (str, DescendantInfo)):
         return items  # names or infos (a route's segments are sequences, never strings)
     return [route_or_routes] if isinstance(first[0], str) else items  # a segment starts with its member's name
+
+
+class LoRAStitch(nn.Module):
+    """A frozen stitch layer plus a trained low-rank update (SN-Netv2's LoRA stitch): ``base(x) + x A^T B^T``, with
+    ``A`` (``rank x in``) drawn as nn.Linear draws its weights and ``B`` (``out x rank``) zero, so it starts as the
+    base (e.g. the least-squares fit) exactly. :meth:`merged` folds the update into one ``nn.Linear``."""
+
+    def __init__(self, base: nn.Linear, rank: int):
+        super().__init__()
+        if rank < 1 or rank > min(base.in_features, base.out_features):
+            raise ValueError(f'LoRA rank {rank} must be between 1 and the stitch layer\'s smaller width '
+                             f'{min(base.in_features, base.out_features)}')
+        self.base = base.requires_grad_(False)
+        self.lora_a = nn.Parameter(nn.Linear(base.in_features, rank, bias=False).weight.detach().to(base.weight))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=base.weight.dtype,
+                                               device=base.weight.device))
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + nn.functional.linear(nn.functional.linear(x, self.lora_a), self.lora_b)
+
+    def merged(self) -> nn.Linear:
+        out = nn.Linear(self.base.in_features, self.base.out_features).to(self.base.weight)
+        with torch.no_grad():
+            out.weight.copy_(self.base.weight + self.lora_b @ self.lora_a)
+            out.bias.copy_(self.base.bias)
+        return out
+
+
+def add_lora_stitches(pool: LearngenePool, rank: int) -> int:
+    """Freeze every stitch layer of ``pool`` and put a trained rank-``rank`` update on it (:class:`LoRAStitch`);
+    returns how many. The pool's descendant views pick up the new modules on their next use."""
+    n = 0
+    for layers in pool.stitches.values():
+        for i, layer in enumerate(layers):
+            layers[i] = LoRAStitch(layer, rank)
+            n += 1
+    return n
+
+
+def merge_lora_stitches(pool: LearngenePool) -> int:
+    """Fold every :class:`LoRAStitch` of ``pool`` back into one ``nn.Linear`` (the pool file's format); returns
+    how many."""
+    n = 0
+    for layers in pool.stitches.values():
+        for i, layer in enumerate(layers):
+            if isinstance(layer, LoRAStitch):
+                layers[i] = layer.merged()
+                n += 1
+    return n
+

@@ -28,7 +28,10 @@ from ..pool_writer import load_pool, save_pool
 from ..data import build_dataset, build_mixup
 from ..data.augment import eval_data_config
 from ..errors import ConfigError
-from ..finetune import TRAIN_MODES, DescendantTrainer, RouteSampler, sandwich_routes, set_trainable
+from ..finetune import (
+    TRAIN_MODES, DescendantTrainer, RouteSampler, add_lora_stitches, merge_lora_stitches, sandwich_routes,
+    set_trainable,
+)
 from ..snnet import anchor_pool
 from ..spec import route_macs
 from ..stitch_init import STITCH_INITS, init_stitches
@@ -48,6 +51,8 @@ def _check(cfg) -> None:
     if bool(cfg.pool) == bool(cfg.anchors):
         raise ConfigError('finetune: pass exactly one of --pool FOLDER (a distilled pool) or --anchors A,B,C '
                           '(SN-Net)')
+    if cfg.stitch_lora_rank < 0:
+        raise ConfigError(f'finetune: --stitch-lora-rank must be 0 (off) or a rank >= 1, got {cfg.stitch_lora_rank}')
     if not cfg.stitch_lr_scale > 0:
         raise ConfigError(f'finetune: --stitch-lr-scale must be above 0 (a multiple of --lr), got '
                           f'{cfg.stitch_lr_scale}; use --train all with 1 for one lr, or --train stitches to freeze '
@@ -85,6 +90,9 @@ OPTIONS = OptionTable([
            '(the sandwich rule: drawn alone on 1/N of the steps, the members were dragged down by the stitched '
            'routes that share their blocks), the rest drawn from a seeded generator, the same on every process',
            group='finetune'),
+    Option('stitch_lora_rank', int, 0, "0: train the stitch layers themselves; R > 0: keep each stitch layer as "
+           "initialised (e.g. --stitch-init lstsq) frozen and train a rank-R update on it (SN-Netv2's LoRA stitch), "
+           "folded back into the layer when the pool is written", group='finetune'),
     Option('route_sampling', str, 'uniform', "how the non-sandwich routes of a step are drawn: uniform (every "
            "route alike) or macs (one from each of as many equal-width MACs buckets as routes are drawn, SN-Netv2's "
            "FLOPs-bucketed sampling, so every part of the size range is trained every step)",
@@ -151,6 +159,12 @@ def run(cfg):
                                                   enabled=PartialState().is_main_process, unit='solve'))
         PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
     routes = set_trainable(pool, cfg.train)
+    if cfg.stitch_lora_rank:
+        try:
+            n = add_lora_stitches(pool, cfg.stitch_lora_rank)
+        except ValueError as e:
+            raise ConfigError(f'finetune: --stitch-lora-rank {cfg.stitch_lora_rank}: {e}') from None
+        PartialState().print(f'{n} stitch layers frozen, each with a trained rank-{cfg.stitch_lora_rank} update')
     teacher = _teacher(cfg, recipe)
     if teacher is not None and getattr(teacher, 'num_classes', spec.num_classes) != spec.num_classes:
         raise ConfigError(f'finetune: KD compares logits, but the ancestry has {teacher.num_classes} outputs and the '
@@ -188,6 +202,7 @@ def run(cfg):
     fit(cfg, accelerator, prep, loss_fn,
         evaluate=evaluate, mixup=build_mixup(vars(cfg), spec.num_classes), extra_state=[sampler], desc='finetune')
     accelerator.wait_for_everyone()
+    merge_lora_stitches(core.pool)  # the pool file (and the returned pool) holds plain stitch layers
     if accelerator.is_main_process:
         recipe = dict(recipe, finetune=json.loads(json.dumps(vars(cfg), default=str)))
         core.pool.metrics = {}  # accuracies measured before finetuning no longer hold
