@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, for a person with one CUDA GPU; no network needed. Runs stitch_overhead, distill_step,
 # finetune_step and throughput in bf16 autocast at 224 px, batch 32, each with its model-FLOP utilisation (MFU),
-# and writes benchmarks/results_gpu.md. About 3-5 minutes on an H100 (under 10).
+# and writes benchmarks/results_gpu.md; then the data-parallel scaling of a distill and a finetune step, 1 GPU vs
+# every visible GPU (benchmarks/scaling.py), appended to it. About 5-7 minutes on an H100 (under 8).
 #
 #   benchmarks/gpu.sh                          # peak looked up by GPU name (H100 SXM bf16 dense: 989 TFLOP/s, ...)
 #   benchmarks/gpu.sh --peak-tflops 756        # or state the peak (H100 PCIe); any other flag is passed through
@@ -40,6 +41,28 @@ fi
 
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 "$py" -c 'import torch; print("GPU:", torch.cuda.get_device_name(), "| torch", torch.__version__)'
-exec timeout 600 "$py" -m benchmarks --device cuda --dtype bf16 \
+timeout 330 "$py" -m benchmarks --device cuda --dtype bf16 \
     --only stitch_overhead,distill_step,finetune_step,throughput \
     --output benchmarks/results_gpu.md "$@"
+
+# Data-parallel scaling (benchmarks/scaling.py): a bf16 distill and finetune step (deit_base_l6, 224 px, 32 images
+# per GPU) on 1 GPU and on every GPU visible, appended to results_gpu.md with the efficiency of N vs 1.
+ngpu=$("$py" -c 'import torch; print(torch.cuda.device_count())')
+lines=$(mktemp)
+for stage in distill finetune; do
+    for n in 1 "$ngpu"; do
+        if [ "$n" = 1 ]; then multi=(); else multi=(--multi_gpu); fi
+        if [ "$n" = 1 ] || [ "$ngpu" -gt 1 ]; then
+            timeout 120 "$py" -m accelerate.commands.launch "${multi[@]}" --num_processes "$n" --num_machines 1 \
+                --mixed_precision bf16 --dynamo_backend no benchmarks/scaling.py --stage "$stage" --output "$lines" \
+                || echo "scaling: $stage on $n GPU(s) failed" >&2
+        fi
+    done
+done
+{
+    echo
+    echo "## Data-parallel scaling (benchmarks/scaling.py, bf16, 32 images per GPU, $ngpu GPU(s) visible)"
+    echo
+    "$py" benchmarks/scaling.py --report "$lines"
+} >> benchmarks/results_gpu.md
+rm -f "$lines"
