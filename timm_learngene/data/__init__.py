@@ -1,8 +1,9 @@
 """Datasets and loaders for the recipes, all through timm.data transforms.
 
 ``dataset``: ``folder`` (ImageFolder-style ``--data-dir``: ``DATA_DIR/train/<class>/*.jpg`` and
-``DATA_DIR/val/<class>/*.jpg``), ``fashion_mnist`` (the IDX files from Debian's package or ``--data-dir``), or
-``synthetic`` (random images, for tests and benchmarks).
+``DATA_DIR/val/<class>/*.jpg``), ``fashion_mnist`` (the IDX files from Debian's package or ``--data-dir``),
+``hfds/NAME`` (a Hugging Face dataset through timm's reader, :mod:`.hf_datasets`), or ``synthetic`` (random
+images, for tests and benchmarks).
 
 ``split``: ``train`` and ``eval`` (the test set: Fashion-MNIST's test files, the folder's ``val/``), and ``val``, a
 seeded validation split carved from the training set for model selection (:mod:`.split`): with ``val_size`` N > 0,
@@ -27,6 +28,7 @@ from ..errors import DatasetError, TransformError
 from ..logs import get_logger
 from ..training.preemption import ignore_stop_signals
 from .augment import build_transform, dataset_stats, guard_posterize
+from .hf_datasets import is_hf_dataset, open_hf_dataset
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
@@ -109,6 +111,11 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         _check_num_classes(len(FASHION_MNIST_CLASSES), num_classes, "dataset 'fashion_mnist'")
         ds = FashionMNIST(cfg.get('data_dir'), 'train' if source == 'train' else 'test', transform=tf,
                           limit=None if carve else limit)
+    elif is_hf_dataset(name):
+        ds = open_hf_dataset(cfg, source, tf, in_chans)
+        _check_num_classes(len(ds.classes), num_classes, f'dataset {name!r}')
+        if limit and not carve:
+            ds = SplitSubset(ds, list(range(min(limit, len(ds)))))
     elif name == 'folder':
         if not cfg.get('data_dir'):
             raise DatasetError(f"dataset 'folder' needs --data-dir, a folder laid out as {FOLDER_LAYOUT}")
@@ -119,11 +126,11 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         ds = ImageFolder(root, transform=tf, img_mode='L' if in_chans == 1 else 'RGB',
                          limit=None if carve else limit)
     else:
-        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS} or hfds/NAME')
     if carve:
         train_idx, val_idx = split_indices(len(ds), val_size, val_seed)
         ds = SplitSubset(ds, train_idx[:limit] if training else val_idx)
-    if name == 'folder' and bad_images == 'skip':
+    if (name == 'folder' or is_hf_dataset(name)) and bad_images == 'skip':
         ds = SkipBadImages(ds)  # after the split: a bad image is replaced by one of its own split
     if len(ds) == 0:
         raise DatasetError(f'dataset {name!r} split {split!r} is empty (data_dir={cfg.get("data_dir")!r})')
@@ -136,10 +143,10 @@ def check_data_source(cfg: Mapping[str, Any], splits=('train',)) -> None:
     recipes call it before loading any ancestry or pool: a missing data dir is reported first, not after a
     download that was going to be useless. :func:`build_dataset` checks the rest."""
     name = cfg.get('dataset', 'synthetic')
-    if name == 'synthetic':
+    if name == 'synthetic' or is_hf_dataset(name):  # a Hub dataset is only found by opening it
         return
     if name not in DATASETS:
-        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS} or hfds/NAME')
     if name == 'fashion_mnist':
         try:
             find_fashion_mnist(cfg.get('data_dir') or None)

@@ -53,7 +53,7 @@ PRESETS = {'demo': CONFIGS / 'pipeline_demo.yaml', 'replication': CONFIGS / 'pip
 STAGES = {'ancestry': train_vit, 'distill': distill, 'finetune': finetune, 'evaluate': evaluate}
 STAGE_DONE = '.stage_done.json'
 SHARED = ('dataset', 'data_dir', 'bad_images', 'seed', 'num_workers', 'fused_attn', 'mixed_precision',
-          'train_limit', 'eval_limit', 'val_size', 'val_seed')
+          'train_limit', 'eval_limit', 'val_size', 'val_seed', 'train_split', 'eval_split')
 
 OPTIONS = OptionTable([
     Option('preset', str, 'demo', f'a preset name ({", ".join(sorted(PRESETS))}) or a preset YAML file'),

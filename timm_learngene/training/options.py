@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import yaml
 
 from ..data import BAD_IMAGES, DATASETS
+from ..data.hf_datasets import is_hf_dataset
 from ..errors import ConfigError
 from .precision import MIXED_PRECISION_CHOICES
 from .progress import PROGRESS_CHOICES, TRACKERS
@@ -170,6 +171,15 @@ FLOAT = Kind('float', _float_text, _float_value)
 STR = Kind('str', lambda s: s, _str_value)
 JSON_OBJECT = Kind('JSON object', _json_object_text, _json_object_value, json.dumps)
 NAME_OR_JSON = Kind('name or JSON', lambda s: s, _name_or_json_value)
+
+
+def _dataset_text(s: str) -> str:
+    if s in DATASETS or is_hf_dataset(s):
+        return s
+    raise _BadValue(f'{s!r} is not one of {", ".join(DATASETS)} or hfds/NAME (a Hugging Face dataset)')
+
+
+DATASET = Kind('dataset', _dataset_text, lambda v: _dataset_text(_str_value(v)))
 
 
 def _list_of(elem: Kind) -> Kind:
@@ -476,11 +486,16 @@ def _md(text: str) -> str:
 # Defaults here are the ImageNet (DeiT) recipe's; a recipe's table overrides those that differ.
 
 DATA = (
-    Option('dataset', str, 'folder', 'where the images come from: folder (--data-dir with train/<class>/ and '
-           'val/<class>/ image folders), fashion_mnist (the IDX files), synthetic (random tensors, for tests)',
-           choices=DATASETS, group='data'),
+    Option('dataset', DATASET, 'folder', 'where the images come from: folder (--data-dir with train/<class>/ and '
+           'val/<class>/ image folders), fashion_mnist (the IDX files), hfds/NAME (a Hugging Face dataset, a Hub id '
+           "or a local folder of data files, read by timm's reader; needs the datasets package), synthetic (random "
+           'tensors, for tests)', group='data', metavar='{' + ','.join(DATASETS) + ',hfds/NAME}'),
     Option('data_dir', str, '', "the dataset's folder: DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg "
            "for folder; the IDX files for fashion_mnist ('' = Debian's dataset-fashion-mnist or the cached copy)",
+           group='data'),
+    Option('train_split', str, 'train', 'hfds/NAME only: the split trained on (and --val-size held out of)',
+           group='data'),
+    Option('eval_split', str, 'validation', 'hfds/NAME only: the split evaluated on (the test split)',
            group='data'),
     Option('train_limit', int, 0, 'train on the first N images of the training split (0 = all)', group='data'),
     Option('eval_limit', int, 0, 'evaluate on the first N images of the evaluation split (0 = all)', group='data'),
@@ -491,7 +506,7 @@ DATA = (
            'and arm holds out the same images)', group='data'),
     Option('num_workers', int, 4, 'DataLoader worker processes per training process (0 = load in the process)',
            group='data'),
-    Option('bad_images', str, 'error', 'an image file that cannot be decoded (folder only): error stops the run '
+    Option('bad_images', str, 'error', 'an image that cannot be decoded (folder and hfds/NAME): error stops the run '
            'naming it; skip warns once per file and uses the next readable image', choices=BAD_IMAGES,
            group='data'),
 )
