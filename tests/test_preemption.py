@@ -186,3 +186,50 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     two = _launch(tmp_path / 'single', teacher, '--resume')
     assert two.returncode != 0 and len(_errors(two)) == 1, two.stdout[-3000:] + two.stderr[-3000:]
     assert 'written by a run of 1 process(es) and this run has 2' in _errors(two)[0]
+
+
+def test_log_records_say_how_long_the_loader_kept_training_waiting(tmp_path):
+    """``data_wait``: the fraction of wall time the host spent blocked on the loader since the last record: most of
+    it when each batch takes 4 x 15 ms to load and the step nothing, little when the step takes 40 ms and a batch
+    nothing."""
+    import time
+    from types import SimpleNamespace
+    from timm_learngene.training.loop import PreparedRun, cosine_schedule, fit, make_accelerator, make_optimizer
+
+    class Slow(torch.utils.data.Dataset):
+        def __init__(self, delay):
+            self.delay = delay
+
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            time.sleep(self.delay)
+            return torch.randn(4), i % 3
+
+    def slow_step(delay):
+        def loss_fn(model, x, y, step):
+            time.sleep(delay)
+            return _ce(model, x, y, step)
+        return loss_fn
+
+    waits = {}
+    for name, data_delay, step_delay in (('loader-bound', 0.015, 0.0), ('step-bound', 0.0, 0.04)):
+        out = tmp_path / name
+        cfg = SimpleNamespace(output=str(out), resume='', cpu=True, mixed_precision='no', grad_accum=1, seed=0,
+                              log_every=2, checkpoint_every=0, keep_checkpoints=1, stop_after=0, clip_grad=0.0)
+        acc = make_accelerator(cfg)
+        model = torch.nn.Linear(4, 3)
+        loader = torch.utils.data.DataLoader(Slow(data_delay), batch_size=4, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+        opt = make_optimizer(model, 1e-2, 0.0)
+        model, opt, loader = acc.prepare(model, opt, loader)
+        try:
+            fit(cfg, acc, PreparedRun(model, opt, loader, None, cosine_schedule(opt, 0, 6), len(loader), 6),
+                slow_step(step_delay))
+        finally:
+            _reset()
+        recs = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+        assert [r['step'] for r in recs] == [2, 4, 6] and all(0 <= r['data_wait'] <= 1 for r in recs)
+        waits[name] = [r['data_wait'] for r in recs]
+    assert min(waits['loader-bound']) > 0.6 and max(waits['step-bound']) < 0.4, waits

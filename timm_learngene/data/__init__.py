@@ -37,7 +37,7 @@ from .split import SplitSubset, check_val_size, split_indices
 __all__ = ['build_dataset', 'check_data_source', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
-           'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS']
+           'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS', 'PIN_MEMORY']
 
 _logger = get_logger(__name__)
 
@@ -200,11 +200,18 @@ def _some(names) -> str:
 
 
 
-def build_loader(dataset, batch_size: int, training: bool, num_workers: int = 0, seed: int = 0):
+PIN_MEMORY = ('auto', 'on', 'off')
+
+
+def build_loader(dataset, batch_size: int, training: bool, num_workers: int = 0, seed: int = 0,
+                 pin_memory: bool = False):
+    """The recipes' DataLoader: shuffled from its own seeded generator and dropping the last partial batch when
+    ``training``; ``num_workers`` worker processes kept alive across epochs (``persistent_workers``) and ignoring
+    SIGTERM/SIGINT (the training process handles preemption); ``pin_memory`` for faster copies to a GPU."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=training, drop_last=training, num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed) if training else None,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0, pin_memory=pin_memory,
         worker_init_fn=ignore_stop_signals if num_workers > 0 else None)  # the main process handles preemption
 
 

@@ -32,7 +32,7 @@ from ..evaluation import (
 from ..profiling import profile_models, read_profiles, write_profile
 from ..training.loop import finish, make_accelerator
 from ..training.launch import apply_launcher, write_launch_record
-from ..training.setup import check_inputs, resolve_precision
+from ..training.setup import check_inputs, pin_memory, resolve_precision
 from ..training.metrics import accuracy
 from ..training.progress import Progress
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
@@ -102,7 +102,8 @@ def run(cfg):
 
     def measure(split: str, topk) -> dict:
         loader = build_loader(build_dataset(vars(cfg), split, spec.img_size, spec.in_chans, spec.num_classes),
-                              cfg.batch_size, False, cfg.num_workers)
+                              cfg.batch_size, False, cfg.num_workers,
+                              pin_memory=pin_memory(cfg, accelerator.device))
         loader = accelerator.prepare(loader)
         with accelerator.autocast():
             return accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader,

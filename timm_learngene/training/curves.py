@@ -28,7 +28,7 @@ def plot_log(log_file, path=None) -> Optional[Path]:
     path = Path(path) if path is not None else log_file.with_name(CURVES_NAME)
     fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=110)
     steps = [r['step'] for r in train]
-    terms = [k for k in train[-1] if k not in ('step', 'epoch', 'lr') and not k.startswith('route:')]
+    terms = [k for k in train[-1] if k not in ('step', 'epoch', 'lr', 'data_wait') and not k.startswith('route:')]
     for k in terms:
         loss_ax.plot(steps, [r.get(k, float('nan')) for r in train], label=k, linewidth=1)
     loss_ax.set_xlabel('optimizer step')

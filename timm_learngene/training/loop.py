@@ -219,6 +219,10 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
     steps are redone); with ``cfg.stop_after`` the run checkpoints and returns after that many steps (for
     time-limited jobs). ``evaluate(epoch) -> dict`` runs at the end of every epoch and of the run.
 
+    Every log record has ``data_wait``: the fraction of the wall time since the previous record that the host spent
+    blocked on the training loader (also ``data`` on the progress line); near 0 the loader keeps up, above ~0.1
+    it is worth more ``--num-workers``.
+
     SIGTERM or SIGINT (:mod:`~timm_learngene.training.preemption`) stops every process after the same optimizer
     step: the checkpoint of that step is written and :class:`~timm_learngene.training.preemption.Preempted` raised.
 
@@ -258,6 +262,7 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
     progress = Progress(total_steps, state.step, desc, getattr(cfg, 'progress', 'auto'), cfg.log_every,
                         enabled=accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
+    waited, window = 0.0, time.perf_counter()  # host seconds blocked on the loader, since the last log record
     with StopSignals() as signals:  # SIGTERM / SIGINT: stop after the step with a checkpoint
         while state.step < total_steps:
             epoch = state.step // steps_per_epoch
@@ -270,7 +275,9 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
                                 'generator=torch.Generator().manual_seed(seed), as timm_learngene.data does')
             loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
             model.train()
+            ready = time.perf_counter()
             for x, y in loader:
+                waited += time.perf_counter() - ready
                 if mixup is not None:
                     x, y = mixup(x, y)
                 with accelerator.accumulate(model):
@@ -285,15 +292,20 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
                     optimizer.zero_grad(set_to_none=True)
                 seen += x.shape[0] * accelerator.num_processes
                 if not accelerator.sync_gradients:
+                    ready = time.perf_counter()
                     continue
                 scheduler.step()
                 state.step += 1
+                wait = waited / max(1e-9, time.perf_counter() - window)
                 if progress.mode != 'none':
                     rate = seen / max(1e-9, time.perf_counter() - t0)
                     progress.step(1, {'loss': f"{losses['total'].item():.3f}",
-                                      'lr': f'{scheduler.get_last_lr()[0]:.2e}', 'img/s': f'{rate:.0f}'})
+                                      'lr': f'{scheduler.get_last_lr()[0]:.2e}', 'img/s': f'{rate:.0f}',
+                                      'data': f'{wait:.0%}'})
                 if state.step % cfg.log_every == 0 or state.step == total_steps:
-                    rec = {'step': state.step, 'epoch': epoch, 'lr': scheduler.get_last_lr()[0]}
+                    rec = {'step': state.step, 'epoch': epoch, 'lr': scheduler.get_last_lr()[0],
+                           'data_wait': round(wait, 4)}
+                    waited, window = 0.0, time.perf_counter()
                     rec.update({k: float(v.detach()) for k, v in losses.items()})
                     if accelerator.is_main_process:
                         with open(log_file, 'a') as f:
@@ -309,6 +321,7 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
                     raise Preempted(signal_name, state.step, kept, cfg.output)
                 if state.step >= total_steps or stopping:
                     break
+                ready = time.perf_counter()
             if cfg.stop_after and state.step >= cfg.stop_after and state.step < total_steps:
                 accelerator.print(f'stopped at step {state.step} (--stop-after); continue with --resume {cfg.output}')
                 break

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import yaml
 
-from ..data import BAD_IMAGES, DATASETS
+from ..data import BAD_IMAGES, DATASETS, PIN_MEMORY
 from ..data.hf_datasets import is_hf_dataset
 from ..errors import ConfigError
 from .precision import MIXED_PRECISION_CHOICES
@@ -504,8 +504,11 @@ DATA = (
            group='data'),
     Option('val_seed', int, 0, 'seed of which training images are held out (independent of --seed, so every run '
            'and arm holds out the same images)', group='data'),
-    Option('num_workers', int, 4, 'DataLoader worker processes per training process (0 = load in the process)',
-           group='data'),
+    Option('num_workers', int, 4, 'DataLoader worker processes per training process (0 = load in the process); '
+           "kept alive across epochs. The training log's data_wait says whether they keep up (the fraction of time "
+           'spent waiting for a batch)', group='data'),
+    Option('pin_memory', str, 'auto', 'page-locked loader batches: auto (on when training on a CUDA GPU), on, off',
+           choices=PIN_MEMORY, group='data'),
     Option('bad_images', str, 'error', 'an image that cannot be decoded (folder and hfds/NAME): error stops the run '
            'naming it; skip warns once per file and uses the next readable image', choices=BAD_IMAGES,
            group='data'),

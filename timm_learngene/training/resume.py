@@ -164,8 +164,8 @@ def check_process_count(checkpoint: Path, num_processes: int) -> None:
     from before the count was recorded are not checked (``train_state.json`` problems are reported later)."""
     try:
         saved = json.loads((Path(checkpoint) / STATE_NAME).read_text())[0].get('num_processes')
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return  # load_train_state reports a damaged file
     if isinstance(saved, int) and saved != num_processes:
         raise ResumeError(
             f'cannot resume from {checkpoint}: it was written by a run of {saved} process(es) and this run has '

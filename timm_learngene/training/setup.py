@@ -76,6 +76,13 @@ def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.
     return record
 
 
+def pin_memory(cfg, device) -> bool:
+    """``--pin-memory``: on, off, or auto (on when the run's device is a CUDA GPU, where page-locked batches copy
+    asynchronously; off on CPU, where pinning only costs)."""
+    choice = getattr(cfg, 'pin_memory', 'auto') or 'auto'
+    return choice == 'on' or (choice == 'auto' and torch.device(device).type == 'cuda')
+
+
 def warmup_steps(cfg, steps_per_epoch: int, total: int) -> int:
     """Warm-up steps: ``cfg.warmup_frac`` of the run's ``total`` optimizer steps when it is > 0, else
     ``cfg.warmup_epochs`` epochs; never more than the run. Warns when warm-up is over half the run."""
@@ -98,12 +105,13 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: 
     ``accelerator.prepare``; then the cosine schedule over ``cfg.max_steps`` optimizer steps, or ``cfg.epochs``
     epochs of ``len(train_loader) // cfg.grad_accum`` steps when ``max_steps`` is 0."""
     data_cfg = vars(cfg)
+    pin = pin_memory(cfg, accelerator.device)
     train_loader = build_loader(build_dataset(data_cfg, 'train', img_size, in_chans, num_classes), cfg.batch_size,
-                                True, cfg.num_workers, cfg.seed)
+                                True, cfg.num_workers, cfg.seed, pin_memory=pin)
     eval_loader = None
     if cfg.eval:
         eval_loader = build_loader(build_dataset(data_cfg, 'eval', img_size, in_chans, num_classes),
-                                   cfg.eval_batch_size, False, cfg.num_workers)
+                                   cfg.eval_batch_size, False, cfg.num_workers, pin_memory=pin)
     optimizer = make_optimizer(trained, cfg.lr, cfg.weight_decay, cfg.opt, cfg.layer_decay, lr_scale)
     if eval_loader is None:
         model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
