@@ -8,7 +8,7 @@ PKG = Path(__file__).resolve().parents[1] / 'timm_learngene'
 
 # Floors, lowest first: a module may import only modules on its own floor or below (STYLE.md, "one way down").
 FLOORS = [
-    {'version', 'errors', 'durable', 'losses', 'checksum', 'logs', 'hub_errors'},
+    {'version', 'errors', 'durable', 'losses', 'checksum', 'logs', 'hub_errors', 'signals'},
     {'spec', 'data', 'pool_format'},
     {'pool_reader'},
     {'models'},

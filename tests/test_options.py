@@ -47,9 +47,9 @@ def test_enum_options_offer_what_the_library_accepts():
     assert finetune.OPTIONS['stitch_init'].choices == STITCH_INITS + ('none',)
     assert finetune.OPTIONS['train'].choices == TRAIN_MODES
     for module in TRAINING + (evaluate,):
-        assert module.OPTIONS['dataset'].metavar == '{' + ','.join(DATASETS) + ',hfds/NAME}'
-        assert [module.OPTIONS['dataset'].kind.from_text(d) for d in DATASETS + ('hfds/org/name',)] == \
-            list(DATASETS) + ['hfds/org/name']
+        assert module.OPTIONS['dataset'].metavar == '{' + ','.join(DATASETS) + ',hfds/NAME,wds/NAME}'
+        assert [module.OPTIONS['dataset'].kind.from_text(d) for d in DATASETS + ('hfds/org/name', 'wds/toy')] == \
+            list(DATASETS) + ['hfds/org/name', 'wds/toy']
         assert module.OPTIONS['bad_images'].choices == BAD_IMAGES
         assert module.OPTIONS['mixed_precision'].choices == MIXED_PRECISION_CHOICES
         assert module.OPTIONS['interpolation'].choices == INTERPOLATIONS

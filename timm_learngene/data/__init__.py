@@ -2,8 +2,9 @@
 
 ``dataset``: ``folder`` (ImageFolder-style ``--data-dir``: ``DATA_DIR/train/<class>/*.jpg`` and
 ``DATA_DIR/val/<class>/*.jpg``), ``fashion_mnist`` (the IDX files from Debian's package or ``--data-dir``),
-``hfds/NAME`` (a Hugging Face dataset through timm's reader, :mod:`.hf_datasets`), or ``synthetic`` (random
-images, for tests and benchmarks).
+``hfds/NAME`` (a Hugging Face dataset through timm's reader, :mod:`.hf_datasets`), ``wds/NAME`` (webdataset tar
+shards streamed through timm's reader, :mod:`.wds_datasets`), or ``synthetic`` (random images, for tests and
+benchmarks).
 
 ``split``: ``train`` and ``eval`` (the test set: Fashion-MNIST's test files, the folder's ``val/``), and ``val``, a
 seeded validation split carved from the training set for model selection (:mod:`.split`): with ``val_size`` N > 0,
@@ -26,9 +27,10 @@ from timm.data import Mixup
 
 from ..errors import DatasetError, TransformError
 from ..logs import get_logger
-from ..training.preemption import ignore_stop_signals
+from ..signals import ignore_stop_signals
 from .augment import build_transform, dataset_stats, guard_posterize
 from .hf_datasets import is_hf_dataset, open_hf_dataset
+from .wds_datasets import StreamLoader, is_wds_dataset, open_wds_dataset
 from .fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST, find_fashion_mnist, read_idx
 from .transform_errors import apply_transform
 from .image_folder import BAD_IMAGES, FOLDER_LAYOUT, ImageFolder, SkipBadImages, class_folders, find_split_folder
@@ -37,7 +39,8 @@ from .split import SplitSubset, check_val_size, split_indices
 __all__ = ['build_dataset', 'check_data_source', 'build_loader', 'build_mixup', 'SyntheticImages', 'FashionMNIST', 'ImageFolder',
            'SkipBadImages', 'DatasetError', 'read_idx', 'find_fashion_mnist', 'find_split_folder', 'class_folders',
            'dataset_stats', 'BAD_IMAGES', 'build_transform', 'guard_posterize', 'apply_transform',
-           'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS', 'PIN_MEMORY']
+           'TransformError', 'SplitSubset', 'split_indices', 'SPLITS', 'DATASETS', 'PIN_MEMORY',
+           'StreamLoader']
 
 _logger = get_logger(__name__)
 
@@ -111,6 +114,8 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         _check_num_classes(len(FASHION_MNIST_CLASSES), num_classes, "dataset 'fashion_mnist'")
         ds = FashionMNIST(cfg.get('data_dir'), 'train' if source == 'train' else 'test', transform=tf,
                           limit=None if carve else limit)
+    elif is_wds_dataset(name):  # a stream: no hold-out or limit (open_wds_dataset refuses them), no len check
+        return open_wds_dataset(cfg, source, tf, in_chans, num_classes, training)
     elif is_hf_dataset(name):
         ds = open_hf_dataset(cfg, source, tf, in_chans)
         _check_num_classes(len(ds.classes), num_classes, f'dataset {name!r}')
@@ -126,7 +131,7 @@ def build_dataset(cfg: Mapping[str, Any], split: str, img_size: int, in_chans: i
         ds = ImageFolder(root, transform=tf, img_mode='L' if in_chans == 1 else 'RGB',
                          limit=None if carve else limit)
     else:
-        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS} or hfds/NAME')
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}, hfds/NAME or wds/NAME')
     if carve:
         train_idx, val_idx = split_indices(len(ds), val_size, val_seed)
         ds = SplitSubset(ds, train_idx[:limit] if training else val_idx)
@@ -145,8 +150,13 @@ def check_data_source(cfg: Mapping[str, Any], splits=('train',)) -> None:
     name = cfg.get('dataset', 'synthetic')
     if name == 'synthetic' or is_hf_dataset(name):  # a Hub dataset is only found by opening it
         return
+    if is_wds_dataset(name):
+        if not cfg.get('data_dir') or not Path(cfg['data_dir'], '_info.json').is_file():
+            raise DatasetError(f"dataset {name!r} needs --data-dir, a folder holding the shards and their "
+                               f"_info.json (got {cfg.get('data_dir')!r})")
+        return
     if name not in DATASETS:
-        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS} or hfds/NAME')
+        raise DatasetError(f'unknown dataset {name!r}; choose one of {DATASETS}, hfds/NAME or wds/NAME')
     if name == 'fashion_mnist':
         try:
             find_fashion_mnist(cfg.get('data_dir') or None)
@@ -207,9 +217,14 @@ def build_loader(dataset, batch_size: int, training: bool, num_workers: int = 0,
                  pin_memory: bool = False):
     """The recipes' DataLoader: shuffled from its own seeded generator and dropping the last partial batch when
     ``training``; ``num_workers`` worker processes kept alive across epochs (``persistent_workers``) and ignoring
-    SIGTERM/SIGINT (the training process handles preemption); ``pin_memory`` for faster copies to a GPU."""
+    SIGTERM/SIGINT (the training process handles preemption); ``pin_memory`` for faster copies to a GPU. A stream
+    (an ``IterableDataset``, ``wds/``) shuffles itself and is told the worker count first."""
+    stream = isinstance(dataset, torch.utils.data.IterableDataset)
+    if stream and hasattr(dataset, 'set_loader_cfg'):
+        dataset.set_loader_cfg(num_workers=num_workers)  # timm's readers size each worker's share with it
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=training, drop_last=training, num_workers=num_workers,
+        dataset, batch_size=batch_size, shuffle=training and not stream, drop_last=training,
+        num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed) if training else None,
         persistent_workers=num_workers > 0, pin_memory=pin_memory,
         worker_init_fn=ignore_stop_signals if num_workers > 0 else None)  # the main process handles preemption

@@ -15,6 +15,7 @@ interleaved samples per descendant) and stored in the pool's config.json under t
 every device the pool has been profiled on.
 """
 import argparse
+import torch
 import torch.nn.functional as F
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -23,7 +24,7 @@ from timm.layers import set_fused_attn
 
 from ..pool_reader import read_pool_config
 from ..pool_writer import load_pool, update_pool_metrics
-from ..data import build_dataset, build_loader
+from ..data import StreamLoader, build_dataset, build_loader
 from ..errors import ConfigError
 from ..logs import get_logger
 from ..evaluation import (
@@ -104,7 +105,8 @@ def run(cfg):
         loader = build_loader(build_dataset(vars(cfg), split, spec.img_size, spec.in_chans, spec.num_classes),
                               cfg.batch_size, False, cfg.num_workers,
                               pin_memory=pin_memory(cfg, accelerator.device))
-        loader = accelerator.prepare(loader)
+        loader = StreamLoader(loader, accelerator.device) if isinstance(
+            loader.dataset, torch.utils.data.IterableDataset) else accelerator.prepare(loader)
         with accelerator.autocast():
             return accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader,
                             topk=topk, progress=lambda total: Progress(

@@ -273,7 +273,8 @@ def fit(cfg, accelerator: Accelerator, run: PreparedRun, loss_fn: Callable, eval
                                 'starts draws its seed from the global torch RNG and dropout, drop-path and mixup '
                                 'then draw other numbers than an uninterrupted run; build it with '
                                 'generator=torch.Generator().manual_seed(seed), as timm_learngene.data does')
-            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+            loader = train_loader if not skip else train_loader.skip_first_batches(skip) \
+                if hasattr(train_loader, 'skip_first_batches') else accelerator.skip_first_batches(train_loader, skip)
             model.train()
             ready = time.perf_counter()
             for x, y in loader:

@@ -31,6 +31,7 @@ import yaml
 
 from ..data import BAD_IMAGES, DATASETS, PIN_MEMORY
 from ..data.hf_datasets import is_hf_dataset
+from ..data.wds_datasets import is_wds_dataset
 from ..errors import ConfigError
 from .precision import MIXED_PRECISION_CHOICES
 from .progress import PROGRESS_CHOICES, TRACKERS
@@ -174,9 +175,10 @@ NAME_OR_JSON = Kind('name or JSON', lambda s: s, _name_or_json_value)
 
 
 def _dataset_text(s: str) -> str:
-    if s in DATASETS or is_hf_dataset(s):
+    if s in DATASETS or is_hf_dataset(s) or is_wds_dataset(s):
         return s
-    raise _BadValue(f'{s!r} is not one of {", ".join(DATASETS)} or hfds/NAME (a Hugging Face dataset)')
+    raise _BadValue(f'{s!r} is not one of {", ".join(DATASETS)}, hfds/NAME (a Hugging Face dataset) or wds/NAME '
+                    f'(webdataset shards)')
 
 
 DATASET = Kind('dataset', _dataset_text, lambda v: _dataset_text(_str_value(v)))
@@ -488,14 +490,16 @@ def _md(text: str) -> str:
 DATA = (
     Option('dataset', DATASET, 'folder', 'where the images come from: folder (--data-dir with train/<class>/ and '
            'val/<class>/ image folders), fashion_mnist (the IDX files), hfds/NAME (a Hugging Face dataset, a Hub id '
-           "or a local folder of data files, read by timm's reader; needs the datasets package), synthetic (random "
-           'tensors, for tests)', group='data', metavar='{' + ','.join(DATASETS) + ',hfds/NAME}'),
+           "or a local folder of data files, read by timm's reader; needs the datasets package), wds/NAME (webdataset "
+           "tar shards under --data-dir with their _info.json, streamed by timm's reader; no --val-size; needs the "
+           "webdataset package), synthetic (random "
+           'tensors, for tests)', group='data', metavar='{' + ','.join(DATASETS) + ',hfds/NAME,wds/NAME}'),
     Option('data_dir', str, '', "the dataset's folder: DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg "
            "for folder; the IDX files for fashion_mnist ('' = Debian's dataset-fashion-mnist or the cached copy)",
            group='data'),
-    Option('train_split', str, 'train', 'hfds/NAME only: the split trained on (and --val-size held out of)',
+    Option('train_split', str, 'train', 'hfds/ and wds/ datasets: the split trained on (and --val-size held out of)',
            group='data'),
-    Option('eval_split', str, 'validation', 'hfds/NAME only: the split evaluated on (the test split)',
+    Option('eval_split', str, 'validation', 'hfds/ and wds/ datasets: the split evaluated on (the test split)',
            group='data'),
     Option('train_limit', int, 0, 'train on the first N images of the training split (0 = all)', group='data'),
     Option('eval_limit', int, 0, 'evaluate on the first N images of the evaluation split (0 = all)', group='data'),

@@ -18,10 +18,11 @@ from typing import Optional
 
 import torch
 
+from ..signals import STOP_SIGNALS, ignore_stop_signals  # noqa: F401  (re-exported)
+
 __all__ = ['StopSignals', 'Preempted', 'EXIT_PREEMPTED', 'ignore_stop_signals']
 
 EXIT_PREEMPTED = 75
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -44,7 +45,7 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in _SIGNALS:
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -73,8 +74,3 @@ class StopSignals:
         got = [int(s) for s in accelerator.gather(torch.tensor([mine], device=accelerator.device)).tolist() if s]
         return signal.Signals(got[0]).name if got else None
 
-
-def ignore_stop_signals(*_) -> None:
-    """``worker_init_fn`` part: a DataLoader worker ignores SIGTERM and SIGINT (its process stops it)."""
-    for sig in _SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)

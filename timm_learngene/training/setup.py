@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from accelerate import Accelerator
 
-from ..data import build_dataset, build_loader, check_data_source
+from ..data import StreamLoader, build_dataset, build_loader, check_data_source
 from ..logs import get_logger
 from .launch import apply_launcher, write_launch_record
 from .loop import PreparedRun, cosine_schedule, make_accelerator, make_optimizer
@@ -76,6 +76,10 @@ def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.
     return record
 
 
+def _stream(loader) -> bool:
+    return isinstance(loader.dataset, torch.utils.data.IterableDataset)
+
+
 def pin_memory(cfg, device) -> bool:
     """``--pin-memory``: on, off, or auto (on when the run's device is a CUDA GPU, where page-locked batches copy
     asynchronously; off on CPU, where pinning only costs)."""
@@ -113,11 +117,12 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: 
         eval_loader = build_loader(build_dataset(data_cfg, 'eval', img_size, in_chans, num_classes),
                                    cfg.eval_batch_size, False, cfg.num_workers, pin_memory=pin)
     optimizer = make_optimizer(trained, cfg.lr, cfg.weight_decay, cfg.opt, cfg.layer_decay, lr_scale)
-    if eval_loader is None:
-        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    else:
-        model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader,
-                                                                          eval_loader)
+    # a stream (wds/) shards itself by process and worker: accelerate would shard it again, so it is not prepared
+    loaders = [ld for ld in (train_loader, eval_loader) if ld is not None and not _stream(ld)]
+    model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders)
+    ready = iter(prepared)
+    train_loader, eval_loader = (None if ld is None else StreamLoader(ld, accelerator.device) if _stream(ld)
+                                 else next(ready) for ld in (train_loader, eval_loader))
     steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     scheduler = cosine_schedule(optimizer, warmup_steps(cfg, steps_per_epoch, total), total, cfg.min_lr_ratio)
