@@ -58,6 +58,14 @@ def test_finetune_counts_every_route_of_a_step():
     # stitches mode draws stitched routes only, and no member is always in the step
     assert finetune_macs_per_image(spec, dict(KD, routes_per_step=3, train='stitches'), 1000) == \
         pytest.approx(1000 + 3 * 3 * mean_stitched)
+    # every member in every step (a 3-member pool): 3 + 2 drawn stitched routes
+    three = spec.replace(members=(MemberSpec('tiny', 16, 1, 4), MemberSpec('mid', 24, 2, 4), MemberSpec('base', 32, 2, 4)))
+    infos3 = enumerate_descendants(three)
+    alone3 = [d.macs for d in infos3 if len(d.route) == 1]
+    mean3 = sum(d.macs for d in infos3 if len(d.route) > 1) / sum(len(d.route) > 1 for d in infos3)
+    assert len(alone3) == 3
+    assert finetune_macs_per_image(three, dict(KD, routes_per_step=5, train='all', sandwich='members'), 1000) == \
+        pytest.approx(1000 + 3 * (sum(alone3) + 2 * mean3))
     # cost buckets: each bucket's mean once; with one drawn route the one bucket is every stitched route
     assert finetune_macs_per_image(spec, dict(KD, routes_per_step=3, train='all', route_sampling='macs'), 1000) == \
         pytest.approx(1000 + 3 * (sum(alone) + mean_stitched))

@@ -36,8 +36,11 @@ def test_sandwich_routes_are_the_smallest_and_largest_member_alone():
     assert sandwich_routes(tiny_spec(6)) == sandwich_routes(pool)
     three = tiny_spec(4, name='three', widths=((16, 2), (24, 3), (32, 4)), names=('tiny', 'small', 'base'))
     assert sandwich_routes(three) == [(('tiny', 0, 4),), (('base', 0, 4),)]
+    assert sandwich_routes(three, 'members') == [(('tiny', 0, 4),), (('small', 0, 4),), (('base', 0, 4),)]
     one = tiny_spec(4, name='one', widths=((16, 2),), names=('tiny',), distill=False)
-    assert sandwich_routes(one) == [(('tiny', 0, 4),)]
+    assert sandwich_routes(one) == [(('tiny', 0, 4),)] == sandwich_routes(one, 'members')
+    with pytest.raises(ValueError, match=r"unknown sandwich 'all'; choose one of \('ends', 'members'\)"):
+        sandwich_routes(three, 'all')
 
 
 def test_every_step_holds_the_always_routes_and_distinct_others():
@@ -209,7 +212,7 @@ def test_finetune_route_sampling_macs_hands_each_routes_macs_to_the_sampler(tmp_
 
     class Recording(RouteSampler):
         def __init__(self, routes, **kw):
-            made.append((list(routes), kw.get('macs')))
+            made.append((list(routes), kw.get('macs'), list(kw.get('always', ()))))
             super().__init__(routes, **kw)
 
     monkeypatch.setattr(finetune, 'RouteSampler', Recording)
@@ -225,7 +228,7 @@ def test_finetune_route_sampling_macs_hands_each_routes_macs_to_the_sampler(tmp_
         AcceleratorState._reset_state(True)
         PartialState._reset_state()
     spec = read_pool_config(pool_dir)['model_args']['pool']
-    (routes, macs), (_, none) = made
+    (routes, macs, _), (_, none, _) = made
     assert macs == [route_macs(spec, r) for r in routes] and len(set(macs)) > 2 and none is None
 
 
@@ -286,3 +289,33 @@ def test_finetune_stitch_lora_rank_writes_plain_stitch_layers(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     with pytest.raises(ConfigError, match='--stitch-lora-rank must be 0 \\(off\\) or a rank >= 1, got -1'):
         finetune.main(args + ['--stitch-lora-rank', '-1', '--output', str(tmp_path / 'bad')])
+
+
+def test_finetune_sandwich_members_trains_every_member_in_every_step(tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState, PartialState
+    from timm_learngene.pool_writer import save_pool
+    from timm_learngene.recipes import finetune
+    three = tiny_spec(4, name='three', widths=((16, 2), (24, 3), (32, 4)), names=('tiny', 'small', 'base'))
+    torch.manual_seed(0)
+    pool_dir = save_pool(timm.create_model('learngene_pool', pool=three), tmp_path / 'pool')
+    made = []
+
+    class Recording(RouteSampler):
+        def __init__(self, routes, **kw):
+            made.append(list(kw.get('always', ())))
+            super().__init__(routes, **kw)
+
+    monkeypatch.setattr(finetune, 'RouteSampler', Recording)
+    args = ['--dataset', 'synthetic', '--num-workers', '0', '--cpu', '--mixed-precision', 'no', '--max-steps', '1',
+            '--batch-size', '4', '--train-limit', '8', '--stitch-init', 'none', '--kd-weight', '0',
+            '--pool', str(pool_dir)]
+    try:
+        finetune.main(args + ['--routes-per-step', '4', '--sandwich', 'members', '--output', str(tmp_path / 'a')])
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+        finetune.main(args + ['--routes-per-step', '4', '--output', str(tmp_path / 'b')])
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    assert made == [sandwich_routes(three, 'members'), sandwich_routes(three)]
+    assert len(made[0]) == 3 and len(made[1]) == 2

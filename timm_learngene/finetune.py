@@ -15,7 +15,8 @@ from .losses import label_kd_loss
 from .models.learngene_pool import LearngenePool
 from .spec import DescendantInfo, PoolSpec, Route, enumerate_descendants
 
-__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'set_trainable', 'sandwich_routes', 'LoRAStitch',
+__all__ = ['RouteSampler', 'DescendantTrainer', 'TRAIN_MODES', 'SANDWICH', 'set_trainable', 'sandwich_routes',
+           'LoRAStitch',
            'add_lora_stitches', 'merge_lora_stitches']
 
 TRAIN_MODES = ('all', 'stitches')
@@ -127,11 +128,20 @@ def _cost_buckets(costs: Sequence[float], k: int) -> List[List[int]]:
     return [b for b in buckets if b]
 
 
-def sandwich_routes(pool: Union[LearngenePool, PoolSpec]) -> List[Route]:
-    """The routes of the smallest and the largest member alone (fewest and most MACs, ties by params); one route
-    for a pool of one member. Pass them as :class:`RouteSampler`'s ``always``."""
+SANDWICH = ('ends', 'members')
+
+
+def sandwich_routes(pool: Union[LearngenePool, PoolSpec], which: str = 'ends') -> List[Route]:
+    """The members alone that train in every step: ``ends``, the smallest and the largest (fewest and most MACs,
+    ties by params; one route for a pool of one member), or ``members``, every member, smallest first (a pool with
+    middle members: they are descendants users deploy as they are, and drawn only now and then they trail the
+    ends). Pass them as :class:`RouteSampler`'s ``always``."""
+    if which not in SANDWICH:
+        raise ValueError(f'unknown sandwich {which!r}; choose one of {SANDWICH}')
     infos = pool.descendants if isinstance(pool, LearngenePool) else enumerate_descendants(pool)
     alone = [d.route for d in infos if len(d.route) == 1]  # ranked by MACs, so the ends are smallest and largest
+    if which == 'members':
+        return alone
     return alone[:1] if alone[0] == alone[-1] else [alone[0], alone[-1]]
 
 

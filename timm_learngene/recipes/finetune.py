@@ -29,7 +29,7 @@ from ..data import build_dataset, build_mixup
 from ..data.augment import eval_data_config
 from ..errors import ConfigError
 from ..finetune import (
-    TRAIN_MODES, DescendantTrainer, RouteSampler, add_lora_stitches, merge_lora_stitches, sandwich_routes,
+    SANDWICH, TRAIN_MODES, DescendantTrainer, RouteSampler, add_lora_stitches, merge_lora_stitches, sandwich_routes,
     set_trainable,
 )
 from ..snnet import anchor_pool
@@ -93,6 +93,9 @@ OPTIONS = OptionTable([
     Option('stitch_lora_rank', int, 0, "0: train the stitch layers themselves; R > 0: keep each stitch layer as "
            "initialised (e.g. --stitch-init lstsq) frozen and train a rank-R update on it (SN-Netv2's LoRA stitch), "
            "folded back into the layer when the pool is written", group='finetune'),
+    Option('sandwich', str, 'ends', 'with --train all and 3 or more routes per step, the members in every step: '
+           'ends (the smallest and the largest) or members (every member; needs as many routes per step)',
+           choices=SANDWICH, group='finetune'),
     Option('route_sampling', str, 'uniform', "how the non-sandwich routes of a step are drawn: uniform (every "
            "route alike) or macs (one from each of as many equal-width MACs buckets as routes are drawn, SN-Netv2's "
            "FLOPs-bucketed sampling, so every part of the size range is trained every step)",
@@ -172,7 +175,7 @@ def run(cfg):
                           f'--kd-weight 0 for labels only')
     trainer = DescendantTrainer(pool, teacher, cfg.ce_weight, cfg.kd_weight, cfg.temperature,
                                 smoothing=0.0 if (cfg.mixup or cfg.cutmix) else cfg.smoothing)
-    always = sandwich_routes(pool) if cfg.train == 'all' and cfg.routes_per_step >= 3 else ()
+    always = sandwich_routes(pool, cfg.sandwich) if cfg.train == 'all' and cfg.routes_per_step >= 3 else ()
     try:
         macs = [route_macs(spec, r) for r in routes] if cfg.route_sampling == 'macs' else None
         sampler = RouteSampler(routes, seed=cfg.seed, per_step=cfg.routes_per_step, always=always, macs=macs)

@@ -101,7 +101,7 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
     train_all = cfg.get('train', 'all') == 'all'
     routes = [d for d in enumerate_descendants(spec) if train_all or len(d.route) > 1]
     k = int(cfg.get('routes_per_step', 1))
-    always = sandwich_routes(spec) if train_all and k >= 3 else []  # as the finetune recipe draws them
+    always = sandwich_routes(spec, cfg.get('sandwich', 'ends')) if train_all and k >= 3 else []  # as finetune does
     others = [d.macs for d in routes if d.route not in always]
     drawn = k - len(always)
     expected = sum(route_macs(spec, r) for r in always)
