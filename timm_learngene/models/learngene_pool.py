@@ -158,7 +158,33 @@ class Member(nn.Module):
         self.apply(_init_linear)
 
 
-class Descendant(nn.Module):
+class _TimmModel:
+    """What a descendant and a pool share of timm's model API: ``_model_args`` (what ``timm.create_model``
+    recorded, exported as JSON that rebuilds the model, with :meth:`_descendant_rows`; timm's ``save_for_hf``
+    writes it to config.json's ``model_args``) and the bookkeeping of a new classifier."""
+
+    def _descendant_rows(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec, **self._descendant_rows())
+
+    @_model_args.setter
+    def _model_args(self, args: Dict[str, Any]) -> None:
+        self.__dict__['_recorded_args'] = dict(args)
+
+    def _set_classes(self, num_classes: int, global_pool: Optional[str]) -> None:
+        """``reset_classifier``'s bookkeeping: the pooling (checked), the class count, the spec; the heads are the
+        caller's."""
+        if global_pool is not None:
+            _check_global_pool(global_pool)
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+
+
+class Descendant(_TimmModel, nn.Module):
     """A stitched ViT: front member's embedding and blocks, stitch layer(s), end member's blocks, norm, head.
 
     Build one with ``timm.create_model('learngene_pool_s3')`` (fresh modules) or :meth:`LearngenePool.descendant`
@@ -283,17 +309,9 @@ class Descendant(nn.Module):
         return out
 
     # ---- timm API -----------------------------------------------------------------------------------------
-    @property
-    def _model_args(self) -> Dict[str, Any]:
-        """What ``timm.create_model`` recorded, as JSON that rebuilds this descendant: timm's ``save_for_hf``
-        writes it to config.json's ``model_args`` (the pool spec as a dict, this descendant's name, the format
-        version and this descendant's measured values)."""
-        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec, descendant=self.info.name,
-                            descendants=[self.info.to_dict()])
-
-    @_model_args.setter
-    def _model_args(self, args: Dict[str, Any]) -> None:
-        self.__dict__['_recorded_args'] = dict(args)
+    def _descendant_rows(self) -> Dict[str, Any]:
+        """``_model_args`` names this descendant and carries its measured values."""
+        return dict(descendant=self.info.name, descendants=[self.info.to_dict()])
 
     @torch.jit.ignore
     def set_input_size(self, img_size=None, patch_size=None) -> None:
@@ -332,11 +350,7 @@ class Descendant(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        if global_pool is not None:
-            _check_global_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+        self._set_classes(num_classes, global_pool)
         self.head = _new_head(self.num_features, num_classes, self.patch_embed.proj.weight, self.training)
 
     def prune_intermediate_layers(
@@ -485,7 +499,7 @@ def _pool_key_prefixes(spec: PoolSpec, route: Route) -> List[Tuple[str, str]]:
     return keys
 
 
-class LearngenePool(nn.Module):
+class LearngenePool(_TimmModel, nn.Module):
     """The whole pool: every member, every stitch layer and the distillation transforms.
 
     ``forward(x, route)`` runs one descendant (a route or a name such as ``'s3'``); this is the training-time
@@ -603,16 +617,9 @@ class LearngenePool(nn.Module):
     def pool_key_map(self, keys: Optional[Iterable[str]] = None) -> Dict[str, str]:
         return {k: k for k in (self.state_dict() if keys is None else keys)}
 
-    @property
-    def _model_args(self) -> Dict[str, Any]:
-        """What ``timm.create_model`` recorded, as JSON that rebuilds this pool (timm's ``save_for_hf`` writes it
-        to config.json's ``model_args``): the spec as a dict, the descendant table, the format version."""
-        return _export_args(self.__dict__.get('_recorded_args', {}), self.pool_spec,
-                            descendants=[d.to_dict() for d in self.descendants])
-
-    @_model_args.setter
-    def _model_args(self, args: Dict[str, Any]) -> None:
-        self.__dict__['_recorded_args'] = dict(args)
+    def _descendant_rows(self) -> Dict[str, Any]:
+        """``_model_args`` carries the whole descendant table."""
+        return dict(descendants=[d.to_dict() for d in self.descendants])
 
     @torch.jit.ignore
     def set_input_size(self, img_size=None, patch_size=None) -> None:
@@ -642,11 +649,7 @@ class LearngenePool(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         """New heads on every member (each descendant uses its end member's head)."""
-        if global_pool is not None:
-            _check_global_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.pool_spec = self.pool_spec.replace(num_classes=num_classes)
+        self._set_classes(num_classes, global_pool)
         self._drop_views()  # they hold the old heads
         for m in self.members.values():
             m.head = _new_head(m.spec.width, num_classes, m.patch_embed.proj.weight, self.training)
