@@ -1,6 +1,7 @@
 """Run by tests/test_preemption.py, alone or under ``accelerate launch``: the distill recipe on a tiny pool for 6
-steps through the recipes' command line (``run_cli``); with ``--kill-rank R --kill-at S`` process R sends itself
-SIGTERM during step index S (the other processes get no signal)."""
+steps through the recipes' command line (``run_cli``), or with ``--finetune POOL`` the finetune recipe on that pool
+for 3 steps; with ``--kill-rank R --kill-at S`` process R sends itself SIGTERM during step index S (the other
+processes get no signal)."""
 import argparse
 import os
 import signal
@@ -17,7 +18,16 @@ parser.add_argument('--kill-rank', type=int, default=-1)
 parser.add_argument('--kill-at', type=int, default=-1)
 parser.add_argument('--resume', action='store_true')
 parser.add_argument('--stop-after', type=int, default=0)
+parser.add_argument('--finetune', default='')
 a = parser.parse_args()
+
+if a.finetune:
+    from timm_learngene.recipes import finetune
+    run_cli(finetune.main, ['--pool', a.finetune, '--teacher-checkpoint', a.teacher, '--dataset', 'synthetic',
+                            '--train-limit', '48', '--batch-size', '8', '--num-workers', '0', '--output', a.out,
+                            '--warmup-epochs', '0', '--init-images', '16', '--max-steps', '3', '--no-eval', '--cpu',
+                            '--checkpoint-every', '0', '--seed', '3'])
+    raise SystemExit(0)
 
 if a.kill_rank >= 0:
     fit = distill.fit

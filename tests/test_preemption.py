@@ -142,7 +142,7 @@ def _errors(proc):
 @pytest.mark.distributed
 def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_are_refused(tmp_path):
     """A 2-process distill run of 6 steps: uninterrupted, on one machine and as two machines on loopback (the same
-    bytes); SIGTERM to rank 1 alone during step index 2 (both ranks
+    bytes; then finetuning its pool 3 steps, the same bytes again); SIGTERM to rank 1 alone during step index 2 (both ranks
     stop after step 3 with one checkpoint, exit 75, one line); that checkpoint resumed by 1 process is refused; by 2
     it ends with the uninterrupted run's weights. A 1-process checkpoint resumed by 2 processes is refused."""
     from timm.models import save_for_hf
@@ -159,6 +159,16 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     b = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / 'nodes' / 'launch.json').read_text())['num_processes'] == 2
+    # finetuning that pool: one machine of two processes, and two machines of one
+    pool = tmp_path / 'whole' / 'pool'
+    ft = _launch(tmp_path / 'ft1', teacher, '--finetune', pool)
+    ft_nodes = _two_nodes(tmp_path / 'ft2', teacher, '--finetune', pool)
+    assert (tmp_path / 'ft1' / 'pool' / 'model.safetensors').is_file(), ft.stdout[-3000:] + ft.stderr[-3000:]
+    assert (tmp_path / 'ft2' / 'pool' / 'model.safetensors').is_file(), ft_nodes[-3000:]
+    a = load_file(tmp_path / 'ft1' / 'pool' / 'model.safetensors')
+    b = load_file(tmp_path / 'ft2' / 'pool' / 'model.safetensors')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], v) for k, v in load_file(pool / 'model.safetensors').items() if k in a)
 
     cut = _launch(tmp_path / 'cut', teacher, '--kill-rank', '1', '--kill-at', '2')
     text = cut.stdout + cut.stderr
