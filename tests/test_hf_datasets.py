@@ -83,7 +83,7 @@ def test_a_recipe_trains_on_it(hf_dir, tmp_path):
                         '--model', 'vit_tiny_patch16_224', '--model-args',
                         '{"embed_dim": 16, "depth": 1, "num_heads": 2, "img_size": 16, "patch_size": 8, '
                         '"in_chans": 1, "num_classes": 3}', '--max-steps', '2', '--batch-size', '4',
-                        '--num-workers', '0', '--cpu', '--mixed-precision', 'no', '--no-fused-attn',
+                        '--num-workers', '0', '--cpu', '--mixed-precision', 'no',
                         '--output', str(tmp_path / 'run')])
     finally:
         AcceleratorState._reset_state(True)

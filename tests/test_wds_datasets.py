@@ -103,7 +103,7 @@ def test_recipes_train_and_evaluate_on_it_without_accelerate_sharding_it_again(s
         train_vit.main(['--dataset', 'wds/toy', '--data-dir', str(shards), '--model', 'vit_tiny_patch16_224',
                         '--model-args', '{"embed_dim": 16, "depth": 1, "num_heads": 2, "img_size": 8, '
                         '"patch_size": 4, "in_chans": 1, "num_classes": 3}', '--epochs', '1', '--batch-size', '4',
-                        '--num-workers', '2', '--cpu', '--mixed-precision', 'no', '--no-fused-attn',
+                        '--num-workers', '2', '--cpu', '--mixed-precision', 'no',
                         '--output', str(tmp_path / 'run')])
     finally:
         setup.StreamLoader = real

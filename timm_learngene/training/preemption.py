@@ -7,9 +7,9 @@ rank only, or the ranks at different steps, still stops them all after the same 
 checkpoint and raises :class:`Preempted`; the recipes' command line (:func:`~timm_learngene.training.cli.run_cli`)
 turns that into one line naming the checkpoint and exit status :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: try
 again), and ``--resume OUTPUT`` continues exactly where the run stopped. A second SIGINT (Ctrl-C twice) raises
-:class:`KeyboardInterrupt` at once, without a checkpoint. DataLoader workers ignore both signals
-(:func:`ignore_stop_signals`), so a signal sent to the whole process group does not kill the loader under the step
-the loop is finishing.
+:class:`KeyboardInterrupt` at once, without a checkpoint. DataLoader workers ignore both signals while
+the loop handles them (:mod:`timm_learngene.signals`), so a signal sent to the whole process group does not kill
+the loader under the step the loop is finishing.
 """
 import signal
 import sys
@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ..signals import STOP_SIGNALS, ignore_stop_signals  # noqa: F401  (re-exported)
+from ..signals import STOP_SIGNALS, ignore_stop_signals, training_handles_signals  # noqa: F401  (re-exported)
 
 __all__ = ['StopSignals', 'Preempted', 'EXIT_PREEMPTED', 'ignore_stop_signals']
 
@@ -47,11 +47,14 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            training_handles_signals(True)
         return self
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if self._previous:
+            training_handles_signals(False)
         self._previous.clear()
         return False
 
