@@ -1,7 +1,7 @@
 """Run by tests/test_preemption.py, alone or under ``accelerate launch``: the distill recipe on a tiny pool for 6
-steps through the recipes' command line (``run_cli``), and with ``--then-finetune`` the finetune recipe on the pool
-written for 3 more steps (into OUT/ft, in the same processes, as the pipeline runs its stages); with ``--kill-rank
-R --kill-at S`` process R sends itself SIGTERM during step index S (the other processes get no signal)."""
+steps through the recipes' command line (``run_cli``), or with ``--finetune POOL`` the finetune recipe on that pool
+for 3 steps; with ``--kill-rank R --kill-at S`` process R sends itself SIGTERM during step index S (the other
+processes get no signal)."""
 import argparse
 import os
 import signal
@@ -18,9 +18,17 @@ parser.add_argument('--kill-rank', type=int, default=-1)
 parser.add_argument('--kill-at', type=int, default=-1)
 parser.add_argument('--resume', action='store_true')
 parser.add_argument('--stop-after', type=int, default=0)
-parser.add_argument('--then-finetune', action='store_true')
+parser.add_argument('--finetune', default='')
 parser.add_argument('--per-rank', action='store_true', help="also write each process's pool weights to OUT/rankN")
 a = parser.parse_args()
+
+if a.finetune:
+    from timm_learngene.recipes import finetune
+    run_cli(finetune.main, ['--pool', a.finetune, '--teacher-checkpoint', a.teacher, '--dataset', 'synthetic',
+                            '--train-limit', '48', '--batch-size', '8', '--num-workers', '0', '--output', a.out,
+                            '--warmup-epochs', '0', '--init-images', '16', '--max-steps', '3', '--no-eval', '--cpu',
+                            '--checkpoint-every', '0', '--seed', '3'])
+    raise SystemExit(0)
 
 
 if a.kill_rank >= 0:
@@ -50,12 +58,3 @@ def main(argv):
 
 
 run_cli(main, _args(a.out, a.teacher, *extra))
-if a.then_finetune:
-    from accelerate.state import AcceleratorState, PartialState
-    from timm_learngene.recipes import finetune
-    AcceleratorState._reset_state(True)
-    PartialState._reset_state()
-    run_cli(finetune.main, ['--pool', f'{a.out}/pool', '--teacher-checkpoint', a.teacher, '--dataset', 'synthetic',
-                            '--train-limit', '48', '--batch-size', '8', '--num-workers', '0', '--output',
-                            f'{a.out}/ft', '--warmup-epochs', '0', '--init-images', '16', '--max-steps', '3',
-                            '--no-eval', '--cpu', '--checkpoint-every', '0', '--seed', '3'])

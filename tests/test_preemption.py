@@ -150,7 +150,7 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     from test_distill import _teacher
     teacher = tmp_path / 'teacher'
     save_for_hf(_teacher(), teacher)
-    whole = _launch(tmp_path / 'whole', teacher, '--per-rank', '--then-finetune')
+    whole = _launch(tmp_path / 'whole', teacher, '--per-rank')
     assert (tmp_path / 'whole' / 'pool' / 'model.safetensors').is_file(), whole.stdout[-3000:] + whole.stderr[-3000:]
     assert '2 process(es)' in whole.stdout + whole.stderr
     r0, r1 = (load_file(tmp_path / 'whole' / f'rank{r}.safetensors') for r in (0, 1))  # every rank ends alike
@@ -160,15 +160,20 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     assert common and all(torch.equal(written[k], r0[k]) for k in common)
 
     # the same run as two machines of one process each, on loopback: the same bytes
-    nodes = _two_nodes(tmp_path / 'nodes', teacher, '--then-finetune')
+    nodes = _two_nodes(tmp_path / 'nodes', teacher)
     assert (tmp_path / 'nodes' / 'pool' / 'model.safetensors').is_file(), nodes[-3000:]
     a = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
     b = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / 'nodes' / 'launch.json').read_text())['num_processes'] == 2
-    # then each finetuned its pool 3 steps, in the same processes: the same bytes again
-    a = load_file(tmp_path / 'whole' / 'ft' / 'pool' / 'model.safetensors')
-    b = load_file(tmp_path / 'nodes' / 'ft' / 'pool' / 'model.safetensors')
+    # finetuning that pool 3 steps: one machine of two processes, and two machines of one: the same bytes again
+    pool = tmp_path / 'whole' / 'pool'
+    ft = _launch(tmp_path / 'ft1', teacher, '--finetune', pool)
+    ft_nodes = _two_nodes(tmp_path / 'ft2', teacher, '--finetune', pool, port=29535)
+    assert (tmp_path / 'ft1' / 'pool' / 'model.safetensors').is_file(), ft.stdout[-3000:] + ft.stderr[-3000:]
+    assert (tmp_path / 'ft2' / 'pool' / 'model.safetensors').is_file(), ft_nodes[-3000:]
+    a = load_file(tmp_path / 'ft1' / 'pool' / 'model.safetensors')
+    b = load_file(tmp_path / 'ft2' / 'pool' / 'model.safetensors')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], v) for k, v in written.items() if k in a)
 
