@@ -19,6 +19,7 @@ from timm_learngene.training.resume import check_process_count
 from test_crash import _ce, _reset, _tiny_fit
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'tests' / 'preempt_rank.py'
 
 
 def _signal_at(step_index, signum=signal.SIGTERM, times=1):
@@ -114,33 +115,29 @@ def _launch(*args, port=29531):
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def _two_nodes(*args, port=29533):
+def _two_nodes(out, *args, port=29533):
     """Two ``accelerate launch`` commands, one per "machine" (machine rank 0 and 1, one process each), meeting on
-    127.0.0.1; their combined output."""
-    procs = [subprocess.Popen(
-        [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
-         '--num_machines', '2', '--machine_rank', str(rank), '--main_process_ip', '127.0.0.1',
-         '--main_process_port', str(port), '--mixed_precision', 'no', '--dynamo_backend', 'no', str(SCRIPT),
-         *map(str, args)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)]
-    return ''.join(p.communicate(timeout=300)[0] for p in procs)
-
-
-def _alone(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=_env(), capture_output=True,
-                          text=True, timeout=300)
-
-
-SCRIPT = ROOT / 'tests' / 'preempt_rank.py'
-
-
-def _errors(proc):
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if ': error: ' in line]
+    127.0.0.1; their combined output. Each writes to a file, not a pipe: a pipe nobody reads while the other
+    launcher is waited for would fill up and stall that machine, and with it the other one at the next barrier."""
+    logs = [Path(f'{out}.machine{rank}.log') for rank in (0, 1)]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for rank, log in enumerate(logs):
+        with open(log, 'w') as f:
+            procs.append(subprocess.Popen(
+                [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                 '--num_machines', '2', '--machine_rank', str(rank), '--main_process_ip', '127.0.0.1',
+                 '--main_process_port', str(port), '--mixed_precision', 'no', '--dynamo_backend', 'no', str(SCRIPT),
+                 str(out), *map(str, args)], env=_env(), stdout=f, stderr=subprocess.STDOUT))
+    for p in procs:
+        p.wait(timeout=300)
+    return ''.join(log.read_text() for log in logs)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_are_refused(tmp_path):
+def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_are_refused(tmp_path, capsys,
+                                                                                            monkeypatch):
     """A 2-process distill run of 6 steps: uninterrupted, on one machine and as two machines on loopback (the same
     bytes; then finetuning its pool 3 steps, the same bytes again); SIGTERM to rank 1 alone during step index 2 (both
     ranks stop after step 3 with one checkpoint, exit 75, one line); that checkpoint resumed by 1 process is refused
@@ -148,6 +145,7 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     resumed by 2, is the same check: test_a_checkpoint_of_another_process_count_is_refused.)"""
     from timm.models import save_for_hf
     from test_distill import _teacher
+    monkeypatch.delenv('TIMM_LEARNGENE_TRACEBACK', raising=False)
     teacher = tmp_path / 'teacher'
     save_for_hf(_teacher(), teacher)
     whole = _launch(tmp_path / 'whole', teacher, '--per-rank')
@@ -186,9 +184,18 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     assert sorted(p.name for p in (tmp_path / 'cut' / 'checkpoints').glob('step_*')) == ['step_00000003']
     assert not (tmp_path / 'cut' / 'pool').exists()
 
-    one = _alone(tmp_path / 'cut', teacher, '--resume')
-    assert one.returncode == 2 and len(_errors(one)) == 1, one.stdout[-3000:] + one.stderr[-3000:]
-    assert 'written by a run of 2 process(es) and this run has 1' in _errors(one)[0]
+    # resumed by this one process: refused, one error line, exit 2, nothing touched
+    from timm_learngene.recipes import distill
+    from test_distill import _args
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(distill.main, _args(tmp_path / 'cut', teacher, '--max-steps', '6', '--no-eval', '--cpu',
+                                    '--checkpoint-every', '0', '--resume', str(tmp_path / 'cut')))
+    _reset()
+    err = [line for line in capsys.readouterr().err.splitlines() if ': error: ' in line]
+    assert e.value.code == 2 and len(err) == 1, err
+    assert 'written by a run of 2 process(es) and this run has 1; ' in err[0]
+    assert sorted(p.name for p in (tmp_path / 'cut' / 'checkpoints').glob('step_*')) == ['step_00000003']
 
     resumed = _launch(tmp_path / 'cut', teacher, '--resume')
     assert (tmp_path / 'cut' / 'pool' / 'model.safetensors').is_file(), resumed.stdout[-3000:] + resumed.stderr[-3000:]
