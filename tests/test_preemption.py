@@ -170,6 +170,8 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
     ft_nodes = _two_nodes(tmp_path / 'ft2', teacher, '--finetune', pool, port=29535)
     assert (tmp_path / 'ft1' / 'pool' / 'model.safetensors').is_file(), ft.stdout[-3000:] + ft.stderr[-3000:]
     assert (tmp_path / 'ft2' / 'pool' / 'model.safetensors').is_file(), ft_nodes[-3000:]
+    for run in ('ft1', 'ft2'):  # one run of two processes each time, not two runs of one
+        assert json.loads((tmp_path / run / 'launch.json').read_text())['num_processes'] == 2, run
     a = load_file(tmp_path / 'ft1' / 'pool' / 'model.safetensors')
     b = load_file(tmp_path / 'ft2' / 'pool' / 'model.safetensors')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

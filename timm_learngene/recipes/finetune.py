@@ -18,7 +18,6 @@ from typing import List, Optional, Sequence
 
 import timm
 import torch
-from accelerate import PartialState
 from accelerate.utils import set_seed
 from timm.layers import set_fused_attn
 
@@ -41,6 +40,7 @@ from ..training.progress import Progress
 from ..training.options import (
     AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
 )
+from ..training.launch import launched_main_process
 from ..training.setup import check_inputs, prepare_run, start_run
 from ..training.cli import run_cli
 
@@ -159,15 +159,17 @@ def run(cfg):
         solved = init_stitches(
             pool, cfg.stitch_init, images, lam=cfg.ridge_lambda,
             progress=lambda total, desc: Progress(total, desc=desc, mode=cfg.progress, every=max(1, total // 10),
-                                                  enabled=PartialState().is_main_process, unit='solve'))
-        PartialState().print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions')
+                                                  enabled=launched_main_process(), unit='solve'))
+        if launched_main_process():  # no PartialState() before the Accelerator: it would fix the state without cpu
+            print(f'stitch layers initialised by {cfg.stitch_init}: {solved} positions', flush=True)
     routes = set_trainable(pool, cfg.train)
     if cfg.stitch_lora_rank:
         try:
             n = add_lora_stitches(pool, cfg.stitch_lora_rank)
         except ValueError as e:
             raise ConfigError(f'finetune: --stitch-lora-rank {cfg.stitch_lora_rank}: {e}') from None
-        PartialState().print(f'{n} stitch layers frozen, each with a trained rank-{cfg.stitch_lora_rank} update')
+        if launched_main_process():
+            print(f'{n} stitch layers frozen, each with a trained rank-{cfg.stitch_lora_rank} update', flush=True)
     teacher = _teacher(cfg, recipe)
     if teacher is not None and getattr(teacher, 'num_classes', spec.num_classes) != spec.num_classes:
         raise ConfigError(f'finetune: KD compares logits, but the ancestry has {teacher.num_classes} outputs and the '

@@ -108,3 +108,12 @@ def write_launch_record(accelerator: Accelerator, cfg, sources: Dict[str, str]) 
     _logger.info('running on %s, %d process(es), mixed precision %s (%s)', record['device'], record['num_processes'],
                  record['mixed_precision']['value'], record['mixed_precision']['source'])
     return record
+
+
+def launched_main_process() -> bool:
+    """Whether this is the main process of the launch, read from the launcher's ``RANK`` (unset: one process),
+    for what runs before the Accelerator exists: creating accelerate's ``PartialState()`` there instead would fix
+    its distributed state without the recipe's ``cpu`` setting (on a CPU machine under ``accelerate launch
+    --multi_gpu``: a run of one process each, not one run of several)."""
+    return int(os.environ.get('RANK', '0') or 0) == 0
+
