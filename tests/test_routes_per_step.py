@@ -173,11 +173,11 @@ def test_routes_for_draws_once_per_optimizer_step():
 
 
 def test_macs_buckets_draw_one_route_from_each_cost_bucket():
-    from timm_learngene.finetune import _cost_buckets
-    assert _cost_buckets([1, 1, 1, 2, 10], 2) == [[0, 1, 2, 3], [4]]
-    assert _cost_buckets([1, 4, 7, 10], 3) == [[0], [1], [2, 3]]  # the last bucket is closed
-    assert _cost_buckets([1, 1, 10], 3) == [[0, 1], [2]]  # empty buckets dropped
-    assert _cost_buckets([5, 5], 2) == [[0, 1]] and _cost_buckets([1, 2], 0) == [[0, 1]] and _cost_buckets([], 2) == []
+    from timm_learngene.finetune import cost_buckets
+    assert cost_buckets([1, 1, 1, 2, 10], 2) == [[0, 1, 2, 3], [4]]
+    assert cost_buckets([1, 4, 7, 10], 3) == [[0], [1], [2, 3]]  # the last bucket is closed
+    assert cost_buckets([1, 1, 10], 3) == [[0, 1], [2]]  # empty buckets dropped
+    assert cost_buckets([5, 5], 2) == [[0, 1]] and cost_buckets([1, 2], 0) == [[0, 1]] and cost_buckets([], 2) == []
     # 9 cheap routes and one dear one: uniform draws of 2 miss the dear one most steps, buckets never do
     routes = list(range(10))
     macs = [1.0] * 8 + [2.0, 10.0]

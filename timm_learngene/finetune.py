@@ -72,7 +72,7 @@ class RouteSampler:
             if len(macs) != n:
                 raise ValueError(f'{len(macs)} costs for {n} routes; give one cost per route')
             cost = dict(zip(self.routes, macs))
-            self._buckets = _cost_buckets([cost[r] for r in self._others], per_step - len(self.always))
+            self._buckets = cost_buckets([cost[r] for r in self._others], per_step - len(self.always))
         self.generator = torch.Generator().manual_seed(seed)
         self._step: Optional[int] = None
         self._routes: List[Route] = []
@@ -114,7 +114,7 @@ class RouteSampler:
         self.generator.set_state(state['generator'])
 
 
-def _cost_buckets(costs: Sequence[float], k: int) -> List[List[int]]:
+def cost_buckets(costs: Sequence[float], k: int) -> List[List[int]]:
     """The indices of ``costs`` in ``k`` equal-width buckets over ``[min, max]`` (the last bucket closed), empty
     buckets dropped; one bucket when ``k < 1`` or every cost is equal."""
     if not costs:

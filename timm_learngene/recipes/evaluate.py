@@ -15,7 +15,6 @@ interleaved samples per descendant) and stored in the pool's config.json under t
 every device the pool has been profiled on.
 """
 import argparse
-import torch
 import torch.nn.functional as F
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -33,7 +32,7 @@ from ..evaluation import (
 from ..profiling import profile_models, read_profiles, write_profile
 from ..training.loop import finish, make_accelerator
 from ..training.launch import apply_launcher, write_launch_record
-from ..training.setup import check_inputs, pin_memory, resolve_precision
+from ..training.setup import check_inputs, is_stream, pin_memory, resolve_precision
 from ..training.metrics import accuracy
 from ..training.progress import Progress
 from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
@@ -105,8 +104,7 @@ def run(cfg):
         loader = build_loader(build_dataset(vars(cfg), split, spec.img_size, spec.in_chans, spec.num_classes),
                               cfg.batch_size, False, cfg.num_workers,
                               pin_memory=pin_memory(cfg, accelerator.device))
-        loader = StreamLoader(loader, accelerator.device) if isinstance(
-            loader.dataset, torch.utils.data.IterableDataset) else accelerator.prepare(loader)
+        loader = StreamLoader(loader, accelerator.device) if is_stream(loader) else accelerator.prepare(loader)
         with accelerator.autocast():
             return accuracy(accelerator, lambda x: {d.name: pool(x, d.route) for d in descendants}, loader,
                             topk=topk, progress=lambda total: Progress(

@@ -38,7 +38,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
-from ..finetune import _cost_buckets, sandwich_routes
+from ..finetune import cost_buckets, sandwich_routes
 from ..pool_reader import read_pool_config
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
 from . import distill, evaluate, finetune, train_vit
@@ -106,7 +106,7 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
     drawn = k - len(always)
     expected = sum(route_macs(spec, r) for r in always)
     if others and cfg.get('route_sampling', 'uniform') == 'macs':
-        buckets = _cost_buckets(others, drawn)
+        buckets = cost_buckets(others, drawn)
         expected += sum(sum(others[i] for i in b) / len(b) for b in buckets)
         drawn -= len(buckets)
     expected += drawn * sum(others) / len(others) if others else 0

@@ -76,7 +76,9 @@ def resolve_precision(cfg, module: torch.nn.Module, loss_fn: Callable[[torch.nn.
     return record
 
 
-def _stream(loader) -> bool:
+def is_stream(loader) -> bool:
+    """Whether ``loader`` reads a stream (an IterableDataset, ``wds/``) that shards itself: it is wrapped in
+    :class:`~timm_learngene.data.StreamLoader`, never passed to ``accelerate.prepare``."""
     return isinstance(loader.dataset, torch.utils.data.IterableDataset)
 
 
@@ -118,10 +120,10 @@ def prepare_run(cfg, accelerator: Accelerator, model: torch.nn.Module, trained: 
                                    cfg.eval_batch_size, False, cfg.num_workers, pin_memory=pin)
     optimizer = make_optimizer(trained, cfg.lr, cfg.weight_decay, cfg.opt, cfg.layer_decay, lr_scale)
     # a stream (wds/) shards itself by process and worker: accelerate would shard it again, so it is not prepared
-    loaders = [ld for ld in (train_loader, eval_loader) if ld is not None and not _stream(ld)]
+    loaders = [ld for ld in (train_loader, eval_loader) if ld is not None and not is_stream(ld)]
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders)
     ready = iter(prepared)
-    train_loader, eval_loader = (None if ld is None else StreamLoader(ld, accelerator.device) if _stream(ld)
+    train_loader, eval_loader = (None if ld is None else StreamLoader(ld, accelerator.device) if is_stream(ld)
                                  else next(ready) for ld in (train_loader, eval_loader))
     steps_per_epoch = max(1, len(train_loader) // cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
