@@ -262,6 +262,17 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
 
 
+def test_replication_candidates_with_the_same_distill_share_one_distilled_pool():
+    from timm_learngene.recipes.replication import candidate_distill_dirs
+    w4 = dict(pool='fashion_mnist_l6_w4', member_init='weight_selection')
+    cands = [dict(name='w4_ws_members', distill=dict(w4), finetune=dict(sandwich='members')),
+             dict(name='w4_ws', distill=dict(reversed(list(w4.items())))),  # same overrides in another order
+             dict(name='mid3_ws', distill=dict(w4, pool='fashion_mnist_l6_mid')), dict(name='plain')]
+    assert candidate_distill_dirs(cands) == {'w4_ws_members': 'w4_ws_members_distill',
+                                             'w4_ws': 'w4_ws_members_distill', 'mid3_ws': 'mid3_ws_distill',
+                                             'plain': 'plain_distill'}
+
+
 def test_replication_stage_times_group_by_kind_over_the_seeds():
     from timm_learngene.recipes.replication import stage_groups
     timings = {'ancestry': 60.0, 'seed 0 distill': 10.0, 'seed 1 distill': 12.0,

@@ -287,9 +287,10 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             if i == 0:
                 direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
         # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's overrides
+        distill_dirs = candidate_distill_dirs(rep.get('candidates', []))
         for cand in rep.get('candidates', []):
             name = cand['name']
-            c_dir = sd / f'{name}_distill'
+            c_dir = sd / distill_dirs[name]
             run(f'seed {seed} {name} distill', distill, dict(preset['distill'], **cand.get('distill', {}), seed=seed,
                                                               output=str(c_dir), teacher_checkpoint=anc_ckpt),
                 c_dir / 'pool' / 'model.safetensors')
@@ -312,6 +313,18 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
     return report
+
+
+def candidate_distill_dirs(candidates: Sequence[Dict]) -> Dict[str, str]:
+    """Each candidate's distill stage folder (in its seed's folder): ``NAME_distill``, or the folder of the first
+    earlier candidate with the same distill overrides, whose pool it then finetunes (the same stage: one spec, seed,
+    init and step count) instead of distilling an identical one again. Its compute is still counted in full."""
+    first: Dict[str, str] = {}
+    dirs = {}
+    for cand in candidates:
+        key = json.dumps(cand.get('distill', {}), sort_keys=True)
+        dirs[cand['name']] = first.setdefault(key, f"{cand['name']}_distill")
+    return dirs
 
 
 ARMS = {  # arm key -> label; the order of the tables
@@ -528,8 +541,11 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
     snnet_dirs = sorted(out.glob('seed*/snnet_finetuned/pool'))
     if snnet_dirs:
         snnet_stored = pool_params(read_pool_config(snnet_dirs[0])['model_args']['pool'])['pool']
-    candidate_stored = {p.parent.name[:-len('_distill')]: pool_params(read_pool_config(p)['model_args']['pool'])['pool']
-                        for p in sorted(out.glob('seed*/*_distill/pool'))}
+    candidate_stored = {}
+    for name, dirname in candidate_distill_dirs(preset.get('replication', {}).get('candidates', [])).items():
+        pools = sorted(out.glob(f'seed*/{dirname}/pool'))
+        if pools:
+            candidate_stored[name] = pool_params(read_pool_config(pools[0])['model_args']['pool'])['pool']
     member_gmacs = {round(r['gmacs'], 4) for k in ('lgp_lstsq finetuned', 'snnet finetuned') if k in results
                     for rows in results[k].values() for r in rows if '->' not in str(r['route'])}
     direct_gmacs = {r['gmacs'] for rows in results.get('direct', {}).values() for r in rows}
