@@ -138,44 +138,32 @@ def _two_nodes(out, *args, port=29533):
 @pytest.mark.distributed
 def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_are_refused(tmp_path, capsys,
                                                                                             monkeypatch):
-    """A 2-process distill run of 6 steps: uninterrupted, on one machine and as two machines on loopback (the same
-    bytes; then finetuning its pool 3 steps, the same bytes again); SIGTERM to rank 1 alone during step index 2 (both
-    ranks stop after step 3 with one checkpoint, exit 75, one line); that checkpoint resumed by 1 process is refused
-    with one error line; by 2 it ends with the uninterrupted run's weights. (The other way, a 1-process checkpoint
-    resumed by 2, is the same check: test_a_checkpoint_of_another_process_count_is_refused.)"""
+    """A 2-process distill run of 6 steps, as two machines of one process each on loopback (every rank ends with
+    the same weights; then finetuning its pool 3 steps is one run of two processes); the same run on one machine of
+    two processes with SIGTERM to rank 1 alone during step index 2 (both ranks stop after step 3 with one
+    checkpoint, exit 75, one line); that checkpoint resumed by 1 process is refused with one error line; by 2 it ends
+    with the two machines' weights, byte for byte. (The other way, a 1-process checkpoint resumed by 2, is the same
+    check: test_a_checkpoint_of_another_process_count_is_refused.) Four launches: each costs ~7 s of the suite."""
     from timm.models import save_for_hf
     from test_distill import _teacher
     monkeypatch.delenv('TIMM_LEARNGENE_TRACEBACK', raising=False)
     teacher = tmp_path / 'teacher'
     save_for_hf(_teacher(), teacher)
-    whole = _launch(tmp_path / 'whole', teacher, '--per-rank')
-    assert (tmp_path / 'whole' / 'pool' / 'model.safetensors').is_file(), whole.stdout[-3000:] + whole.stderr[-3000:]
-    assert '2 process(es)' in whole.stdout + whole.stderr
-    r0, r1 = (load_file(tmp_path / 'whole' / f'rank{r}.safetensors') for r in (0, 1))  # every rank ends alike
+    nodes = _two_nodes(tmp_path / 'nodes', teacher, '--per-rank')
+    assert (tmp_path / 'nodes' / 'pool' / 'model.safetensors').is_file(), nodes[-3000:]
+    assert '2 process(es)' in nodes
+    assert json.loads((tmp_path / 'nodes' / 'launch.json').read_text())['num_processes'] == 2
+    r0, r1 = (load_file(tmp_path / 'nodes' / f'rank{r}.safetensors') for r in (0, 1))  # every rank ends alike
     assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
-    written = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
+    written = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')
     common = written.keys() & r0.keys()
     assert common and all(torch.equal(written[k], r0[k]) for k in common)
-
-    # the same run as two machines of one process each, on loopback: the same bytes
-    nodes = _two_nodes(tmp_path / 'nodes', teacher)
-    assert (tmp_path / 'nodes' / 'pool' / 'model.safetensors').is_file(), nodes[-3000:]
-    a = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
-    b = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((tmp_path / 'nodes' / 'launch.json').read_text())['num_processes'] == 2
-    # finetuning that pool 3 steps: one machine of two processes, and two machines of one: the same bytes again
-    pool = tmp_path / 'whole' / 'pool'
-    ft = _launch(tmp_path / 'ft1', teacher, '--finetune', pool)
-    ft_nodes = _two_nodes(tmp_path / 'ft2', teacher, '--finetune', pool, port=29535)
-    assert (tmp_path / 'ft1' / 'pool' / 'model.safetensors').is_file(), ft.stdout[-3000:] + ft.stderr[-3000:]
+    # finetuning that pool 3 steps on the two machines: one run of two processes, not two runs of one
+    ft_nodes = _two_nodes(tmp_path / 'ft2', teacher, '--finetune', tmp_path / 'nodes' / 'pool', port=29535)
     assert (tmp_path / 'ft2' / 'pool' / 'model.safetensors').is_file(), ft_nodes[-3000:]
-    for run in ('ft1', 'ft2'):  # one run of two processes each time, not two runs of one
-        assert json.loads((tmp_path / run / 'launch.json').read_text())['num_processes'] == 2, run
-    a = load_file(tmp_path / 'ft1' / 'pool' / 'model.safetensors')
-    b = load_file(tmp_path / 'ft2' / 'pool' / 'model.safetensors')
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(not torch.equal(a[k], v) for k, v in written.items() if k in a)
+    assert json.loads((tmp_path / 'ft2' / 'launch.json').read_text())['num_processes'] == 2
+    tuned = load_file(tmp_path / 'ft2' / 'pool' / 'model.safetensors')
+    assert any(not torch.equal(tuned[k], v) for k, v in written.items() if k in tuned)
 
     cut = _launch(tmp_path / 'cut', teacher, '--kill-rank', '1', '--kill-at', '2')
     text = cut.stdout + cut.stderr
@@ -201,7 +189,7 @@ def test_two_processes_stop_together_on_sigterm_resume_exactly_and_other_counts_
 
     resumed = _launch(tmp_path / 'cut', teacher, '--resume')
     assert (tmp_path / 'cut' / 'pool' / 'model.safetensors').is_file(), resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    a = load_file(tmp_path / 'whole' / 'pool' / 'model.safetensors')
+    a = load_file(tmp_path / 'nodes' / 'pool' / 'model.safetensors')  # one machine, cut and resumed: the same bytes
     b = load_file(tmp_path / 'cut' / 'pool' / 'model.safetensors')
     assert a.keys() == b.keys()
     for k in a:
