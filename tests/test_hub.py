@@ -589,7 +589,8 @@ def test_registered_name_uses_default_repo(pools, published, hub_env):
 
 @pytest.mark.slow
 def test_hub_errors_over_http(published, hub_env):
-    with pytest.raises(CheckpointError, match=r"Hub repo 'org/absent' was not found .*local-dir:PATH.*HF_ENDPOINT"):
+    with pytest.raises(CheckpointError, 
+                       match=r"Hub repo 'org/absent': the repo was not found .*local-dir:PATH.*HF_ENDPOINT"):
         timm_learngene.load_from_hub('org/absent', 's3')
     with pytest.raises(CheckpointError, match=r"Hub repo 'org/vit'.*not a learngene pool"):
         timm_learngene.load_from_hub('org/vit', 's3')
@@ -599,7 +600,7 @@ def test_hub_errors_over_http(published, hub_env):
     with pytest.raises(FormatVersionError, match='newer than the installed'):
         timm.create_model('hf-hub:org/newer', descendant='s3', pretrained=True)
     # the weights of a registered name come from the repo its cfg names, here one that does not exist
-    with pytest.raises(CheckpointError, match=r"'org/absent-l9' was not found"):
+    with pytest.raises(CheckpointError, match=r"'org/absent-l9': the repo was not found"):
         timm.create_model('learngene_pool_l9_s3', pretrained=True, pool=tiny_spec(9),
                           pretrained_cfg_overlay=dict(hf_hub_id='org/absent-l9'))
     with pytest.raises(ValueError, match="names revision 'a' but revision='b'"):
@@ -622,11 +623,12 @@ def test_no_network(pools, published, hub_env, monkeypatch):
     monkeypatch.setattr(constants, 'ENDPOINT', dead)
     monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE', dead + '/{repo_id}/resolve/{revision}/{filename}')
     monkeypatch.setattr(hf_http, 'time', types.SimpleNamespace(sleep=lambda s: None))  # skip the retry back-off
-    with pytest.raises(CheckpointError, match=r'not in the local cache and the Hub cannot be reached \(offline\?\); '
+    with pytest.raises(CheckpointError, match=r'model\.safetensors of Hub repo .*: the Hub at http.* cannot be reached '
                                               r".*local-dir:PATH.*HF_ENDPOINT to a reachable mirror \(now http"):
         timm.create_model('learngene_pool_s3', pretrained=True, pool=tiny_spec(6),
                           pretrained_cfg_overlay=dict(hf_hub_id=DEFAULT_REPO))
-    with pytest.raises(CheckpointError, match=r"config\.json of Hub repo 'org/absent' .* cannot be reached"):
+    with pytest.raises(CheckpointError,
+                       match=r"config\.json of Hub repo 'org/absent': the Hub at .* cannot be reached"):
         timm_learngene.load_from_hub('org/absent', 's3')
     with torch.no_grad():
         again = timm.create_model('hf-hub:org/pool', descendant='s2', pretrained=True).eval()(x)
@@ -645,10 +647,12 @@ def test_gated_and_missing_revision_messages(monkeypatch):
             raise exc('from the Hub', response=types.SimpleNamespace(headers={}, request=None))
         return download
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', raiser(GatedRepoError))
-    with pytest.raises(CheckpointError, match=r"'org/pool' is gated: accept its terms .*hf auth login.*local-dir:"):
+    with pytest.raises(CheckpointError,
+                       match=r"'org/pool': the repo is gated: accept its terms .*hf auth login.*local-dir:"):
         hub.download_pool_file('org/pool', 'config.json')
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', raiser(RevisionNotFoundError))
-    with pytest.raises(CheckpointError, match=r"'org/pool' has no revision 'v9'; pass a branch, tag or commit"):
+    with pytest.raises(CheckpointError,
+                       match=r"'org/pool@v9': the repo has no such revision; pass a branch, tag or commit"):
         hub.download_pool_file('org/pool@v9', 'config.json')
 
 
@@ -716,5 +720,6 @@ def test_offline_from_hand_made_cache(pools, published, olah, tmp_path):
         assert torch.equal(out['hf_hub'], pools['A'][1](x, 's3'))
         assert torch.equal(out['registered'], pools['A'][1](x, 's3'))
     assert olah.requests()[before:] == []
-    assert re.search(r"config\.json of Hub repo 'org/absent' is not in the HF cache \(.*\) and HF_HUB_OFFLINE is "
-                     r"set; unset HF_HUB_OFFLINE to download it once, or .*local-dir:PATH", errors['absent'])
+    assert re.search(r"config\.json of Hub repo 'org/absent': HF_HUB_OFFLINE is set, and what is needed is not in "
+                     r"the HF cache \(.*\); unset HF_HUB_OFFLINE \(with a network\) to fetch it once; or "
+                     r".*local-dir:PATH", errors['absent'])

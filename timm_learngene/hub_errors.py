@@ -28,10 +28,11 @@ def _network_types():
     return tuple(types)
 
 
-def hub_error(e: BaseException, what: str, instead: str) -> Optional[HubError]:
+def hub_error(e: BaseException, what: str, instead: str, cache: Optional[str] = None) -> Optional[HubError]:
     """A :class:`HubError` for ``e`` raised while ``what`` (e.g. ``"loading the ancestry 'deit_base_patch16_224'"``)
     talked to the Hub, ending with ``instead``, the way around the Hub (e.g. ``"pass --teacher-checkpoint
-    FOLDER"``); None when ``e`` is not a Hub or network failure."""
+    FOLDER"``); None when ``e`` is not a Hub or network failure. ``cache``: the HF cache the download used (default
+    ``HF_HUB_CACHE``)."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
@@ -41,8 +42,8 @@ def hub_error(e: BaseException, what: str, instead: str) -> Optional[HubError]:
     if isinstance(e, OfflineModeIsEnabled):
         why = 'HF_HUB_OFFLINE is set, so the Hub is not contacted; unset HF_HUB_OFFLINE (with a network)'
     elif isinstance(e, LocalEntryNotFoundError) and constants.is_offline_mode():
-        why = (f'HF_HUB_OFFLINE is set, and what is needed is not in the HF cache ({constants.HF_HUB_CACHE}); unset '
-               f'HF_HUB_OFFLINE (with a network) to fetch it once')
+        why = (f'HF_HUB_OFFLINE is set, and what is needed is not in the HF cache ({cache or constants.HF_HUB_CACHE}); '
+               f'unset HF_HUB_OFFLINE (with a network) to fetch it once')
     elif isinstance(e, LocalEntryNotFoundError) or isinstance(e, _network_types()):
         why = (f'the Hub at {endpoint} cannot be reached ({_first_line(e)}); check the network, or set HF_ENDPOINT to '
                f'a reachable mirror')
@@ -54,7 +55,8 @@ def hub_error(e: BaseException, what: str, instead: str) -> Optional[HubError]:
     elif isinstance(e, RevisionNotFoundError):
         why = 'the repo has no such revision; pass a branch, tag or commit it has'
     elif isinstance(e, HfHubHTTPError):
-        why = f'the Hub refused: {_first_line(e)}; check that you are logged in (hf auth login) with write access'
+        why = (f'the Hub refused: {_first_line(e)}; check that you are logged in (hf auth login) with access to the '
+               f'repo (write access, to push)')
     else:
         return None
     return HubError(f'{what}: {why}; or {instead}')

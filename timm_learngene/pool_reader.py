@@ -25,6 +25,7 @@ from timm.layers import resample_abs_pos_embed
 
 from .checksum import checksum_bytes
 from .errors import CheckpointError, FormatVersionError, PoolSpecError
+from .hub_errors import hub_error
 from .logs import get_logger
 from .pool_format import (
     ARCHITECTURES, CONFIG_NAME, META_CHECKSUMS, META_DESCENDANT, META_FORMAT, META_SPEC, WEIGHTS_NAME,
@@ -411,39 +412,22 @@ def download_pool_file(repo_id: str, filename: str, cache_dir: Optional[Union[st
     """Download (or find in the HF cache) one file of the pool repo ``repo_id`` (``org/name[@revision]``).
 
     Honours ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` like every huggingface_hub download. Hub
-    failures become :class:`CheckpointError` naming the repo and what to do.
+    failures become :class:`CheckpointError` naming the file, the repo and what to do, worded by
+    :func:`~timm_learngene.hub_errors.hub_error` like every other Hub failure; a repo without the file is not a pool.
     """
     import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     repo, revision = split_revision(repo_id, revision)
     where = f'{repo}@{revision}' if revision else repo
     try:
         return Path(huggingface_hub.hf_hub_download(
             repo, filename, revision=revision, cache_dir=cache_dir, library_name='timm_learngene',
             library_version=__version__))
-    except GatedRepoError:
-        raise CheckpointError(f'Hub repo {repo!r} is gated: accept its terms on its Hub page and log in '
-                              f'(hf auth login, or set HF_TOKEN); or {_hint()}') from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f'Hub repo {where!r} was not found (or it is private and you are not logged in: '
-                              f'hf auth login, or set HF_TOKEN); check the name, or {_hint()}') from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f'Hub repo {repo!r} has no revision {revision!r}; pass a branch, tag or commit of '
-                              f'the repo (ORG/REPO@REVISION)') from None
-    except LocalEntryNotFoundError:  # before EntryNotFoundError: huggingface_hub derives it from that
-        cache = cache_dir or constants.HF_HUB_CACHE
-        if constants.is_offline_mode():
-            raise CheckpointError(
-                f'{filename} of Hub repo {where!r} is not in the HF cache ({cache}) and HF_HUB_OFFLINE is set; '
-                f'unset HF_HUB_OFFLINE to download it once, or {_hint()}') from None
-        raise CheckpointError(f'{filename} of Hub repo {where!r} is not in the local cache and the Hub cannot be '
-                              f'reached (offline?); {_hint()}') from None
-    except EntryNotFoundError:
-        raise CheckpointError(f'Hub repo {where!r} has no {filename}; it is not a learngene pool '
-                              f'(pools hold model.safetensors + config.json written by timm_learngene)') from None
-    except HfHubHTTPError as e:
-        raise CheckpointError(f'downloading {filename} of Hub repo {where!r} failed ({e}); {_hint()}') from None
+    except Exception as e:
+        if isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError):  # the latter: not cached
+            raise CheckpointError(f'Hub repo {where!r} has no {filename}; it is not a learngene pool '
+                                  f'(pools hold model.safetensors + config.json written by timm_learngene)') from None
+        err = hub_error(e, f'downloading {filename} of Hub repo {where!r}', _hint(), cache_dir and str(cache_dir))
+        if err is None:
+            raise
+        raise CheckpointError(str(err)) from None
