@@ -135,5 +135,5 @@ def test_the_pool_file_reader_sits_below_the_models():
     graph, _ = _imports()
     assert 'timm_learngene.pool_reader' in graph['timm_learngene.models.learngene_pool']
     for low in ('timm_learngene.pool_reader', 'timm_learngene.pool_format'):
-        assert not any(t.startswith(('timm_learngene.models', 'timm_learngene.pool_writer', 'timm_learngene.hub'))
-                       for t in graph[low])
+        assert not any(t.startswith(('timm_learngene.models', 'timm_learngene.pool_writer'))
+                       or t == 'timm_learngene.hub' for t in graph[low])  # hub_errors (a leaf) is allowed
