@@ -14,6 +14,7 @@ import yaml
 
 import timm_learngene
 from timm_learngene.data.fashion_mnist import FASHION_MNIST_DIR, FashionMNIST, find_fashion_mnist, read_idx
+from timm_learngene.errors import ConfigError
 from timm_learngene.recipes import distill, evaluate, finetune, pipeline, train_vit
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec
 
@@ -260,6 +261,16 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     b = load_file(seed0 / 'lgp_learngene_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
+    # --report-only trains nothing: an arm with an unfinished stage is left out for that seed, the rest reported
+    (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').unlink()
+    stamp = (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns
+    again = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out'), '--report-only']).read_text()
+    assert "| SN-Net (anchors at the ancestry's depth, lstsq), finetuned | 1 |" in again
+    assert '| LGP, lstsq init, finetuned | 2 |' in again and '| candidate ws, finetuned | 2 |' in again
+    assert not (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').exists()
+    assert (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match='has not finished, and --report-only trains nothing'):
+        pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'fresh'), '--report-only'])
 
 
 def test_replication_candidates_with_the_same_distill_share_one_distilled_pool():

@@ -44,7 +44,7 @@ from ..training.options import Option, OptionTable
 from ..training.cli import run_cli
 from ..training.progress import format_seconds
 from . import distill, evaluate, finetune, train_vit
-from .replication import replicate
+from .replication import StageNotDone, replicate
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'load_preset', 'stage_config', 'write_report']
 
@@ -60,6 +60,8 @@ OPTIONS = OptionTable([
     Option('output', str, '', "output folder ('' = out/<preset name> in the working directory)"),
     Option('seed', int, None, "seed of every stage, overriding the preset's"),
     Option('force', bool, False, 'rerun the stages that finished before, from scratch'),
+    Option('report_only', bool, False, 'train nothing: write the report from the stages that have finished (the '
+           "replication leaves out, per seed, every arm with an unfinished stage); a run in parts reports at any time"),
     Option('until', str, '', "stop after this stage (e.g. eval_distilled for a distillation ablation; '' = run "
            'all)', choices=('', 'ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate')),
     Option('set', List[str], [], 'override one option of one stage, STAGE.KEY=VALUE with VALUE read as YAML, '
@@ -107,8 +109,8 @@ class _StageRunner:
     checkpoints when it has some, else run from the start; records its wall time (a reused stage: the time its
     marker recorded when it ran, the stage's name in ``reused``)."""
 
-    def __init__(self, shared: Dict, force: bool, until: str = ''):
-        self.shared, self.force, self.until = shared, force, until
+    def __init__(self, shared: Dict, force: bool, until: str = '', report_only: bool = False):
+        self.shared, self.force, self.until, self.report_only = shared, force, until, report_only
         self.timings: Dict[str, float] = {}
         self.reused: List[str] = []
 
@@ -122,6 +124,8 @@ class _StageRunner:
             self.reused.append(stage)
             self._stop_after(stage, done)
             return
+        if self.report_only:
+            raise StageNotDone(stage)
         output = options.get('output')
         if 'resume' in recipe.OPTIONS and output and not self.force and latest_checkpoint(output) is not None:
             options = dict(options, resume=output)
@@ -190,9 +194,14 @@ def run(cfg) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if shared.get('dataset') == 'fashion_mnist':
         shared['data_dir'] = str(ensure_fashion_mnist(shared.get('data_dir') or None))
-    stages = _StageRunner(shared, cfg.force, cfg.until)
+    if cfg.report_only and cfg.force:
+        raise ConfigError('pipeline: --report-only trains nothing and --force reruns every stage; give one')
+    stages = _StageRunner(shared, cfg.force, cfg.until, cfg.report_only)
     try:
         return _run_stages(preset, out, stages)
+    except StageNotDone as e:  # the demo's stages run in a chain: its report needs all of them
+        raise ConfigError(f'pipeline: stage {e} of {out} has not finished, and --report-only trains nothing; run '
+                          f'without it to finish the stages (finished ones are reused)') from None
     except _StopAfter as stop:
         print(f'stopped after stage {cfg.until!r} (--until): {stop.path}')
         return stop.path

@@ -28,6 +28,7 @@ those differences over the seeds and (b) the binomial standard error of the diff
 test set, ``sqrt(pa (100 - pa) / N + pb (100 - pb) / N)`` points. (b) is not divided by the number of seeds: every
 seed evaluates on the same N test images, so averaging seeds does not average that error away.
 """
+import contextlib
 import csv
 import json
 import math
@@ -227,8 +228,12 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     for seed in seeds:
         sd = out / f'seed{seed}'
         dist_dir = sd / 'distill'
-        run(f'seed {seed} distill', distill, dict(preset['distill'], seed=seed, output=str(dist_dir),
-                                                   teacher_checkpoint=anc_ckpt), dist_dir / 'pool' / 'model.safetensors')
+        try:
+            run(f'seed {seed} distill', distill, dict(preset['distill'], seed=seed, output=str(dist_dir),
+                                                       teacher_checkpoint=anc_ckpt),
+                dist_dir / 'pool' / 'model.safetensors')
+        except StageNotDone:  # --report-only: nothing of this seed can have finished
+            continue
         spec = read_pool_config(dist_dir / 'pool')['model_args']['pool']
         anc_macs = _vit_macs(anc_args['embed_dim'], anc_args['num_heads'], anc_args['depth'], spec)
         ancestry_cost = 3 * anc_macs * stage_images(anc_dir)
@@ -269,10 +274,13 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             nonlocal report
             for arm, key, widths, kd in arms:
                 rows, total = [], 0
-                for width, heads in widths:
-                    row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
-                    rows.append(row)
-                    total += cost
+                try:
+                    for width, heads in widths:
+                        row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
+                        rows.append(row)
+                        total += cost
+                except StageNotDone:  # --report-only: an arm is reported with every width or not at all
+                    continue
                 results.setdefault(arm, {})[seed] = rows
                 compute[arm] = total + (ancestry_cost if kd else 0)
                 report = _report(out, preset, spec, results, compute, ancestry_cost, run)
@@ -281,9 +289,10 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         # students it is measured against first, then the other inits, SN-Net and the members from scratch.
         inits = list(rep['stitch_inits'])
         for i, init in enumerate(inits):
-            cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
-            compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
-            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+            with _unless_unfinished():
+                cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
+                compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
             if i == 0:
                 direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
         # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's overrides
@@ -291,28 +300,47 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         for cand in rep.get('candidates', []):
             name = cand['name']
             c_dir = sd / distill_dirs[name]
-            run(f'seed {seed} {name} distill', distill, dict(preset['distill'], **cand.get('distill', {}), seed=seed,
-                                                              output=str(c_dir), teacher_checkpoint=anc_ckpt),
-                c_dir / 'pool' / 'model.safetensors')
-            c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
-            ft = dict(cand.get('finetune', {}))
-            init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
-            cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec)
-            compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
-            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+            with _unless_unfinished():
+                run(f'seed {seed} {name} distill', distill,
+                    dict(preset['distill'], **cand.get('distill', {}), seed=seed, output=str(c_dir),
+                         teacher_checkpoint=anc_ckpt), c_dir / 'pool' / 'model.safetensors')
+                c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
+                ft = dict(cand.get('finetune', {}))
+                init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
+                cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec)
+                compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
-        anchors, anchor_cost = [], 0
-        for width, heads in rep['anchor_widths']:
-            _, cost = train(
-                'snnet_anchor', f'snnet_anchor_{width}w', rep['anchor'], width, heads, anc_args['depth'], False)
-            anchors.append(str(sd / f'snnet_anchor_{width}w' / 'model'))
-            anchor_cost += cost
-        anchors.append(anc_ckpt)
-        cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
-        compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
-        report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+        with _unless_unfinished():
+            anchors, anchor_cost = [], 0
+            for width, heads in rep['anchor_widths']:
+                _, cost = train(
+                    'snnet_anchor', f'snnet_anchor_{width}w', rep['anchor'], width, heads, anc_args['depth'], False)
+                anchors.append(str(sd / f'snnet_anchor_{width}w' / 'model'))
+                anchor_cost += cost
+            anchors.append(anc_ckpt)
+            cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
+            compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
+            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
         direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
+    if report is None:
+        raise ConfigError(f'{out}: no arm of the replication has finished for seeds {seeds}, so there is nothing to '
+                          f'report; run it without --report-only first')
     return report
+
+
+class StageNotDone(Exception):
+    """Raised by the pipeline's stage runner under ``--report-only`` for a stage that has not finished: the arm it
+    belongs to is left out of the report (for that seed) instead of being trained."""
+
+
+@contextlib.contextmanager
+def _unless_unfinished():
+    """Skips the rest of an arm's block when one of its stages has not finished (``--report-only``)."""
+    try:
+        yield
+    except StageNotDone:
+        pass
 
 
 def candidate_distill_dirs(candidates: Sequence[Dict]) -> Dict[str, str]:
