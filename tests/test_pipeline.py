@@ -263,6 +263,7 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
     # --report-only trains nothing: an arm with an unfinished stage is left out for that seed, the rest reported
     (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').unlink()
+    (seed0 / 'eval_ws_zeroshot' / '.stage_done.json').unlink()  # an unfinished zero-shot row hides nothing else
     stamp = (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns
     again = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out'), '--report-only']).read_text()
     assert "| SN-Net (anchors at the ancestry's depth, lstsq), finetuned | 1 |" in again

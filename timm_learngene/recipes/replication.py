@@ -246,11 +246,16 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                             teacher_checkpoint=anc_ckpt)
                 if steps is not None:
                     opts.update(max_steps=steps, epochs=0)  # max_steps 0 alone means 'use epochs'
-                run(f'seed {seed} {arm} {tag} (finetune)', finetune, opts, ft_dir / 'pool' / 'model.safetensors')
                 ev_dir = sd / f'eval_{arm}_{tag}'
-                run(f'seed {seed} {arm} {tag} (evaluate)', evaluate,
-                    dict(eval_opts, pool=str(ft_dir / 'pool'), seed=seed, output=str(ev_dir)),
-                    ev_dir / 'descendants.csv')
+                try:
+                    run(f'seed {seed} {arm} {tag} (finetune)', finetune, opts, ft_dir / 'pool' / 'model.safetensors')
+                    run(f'seed {seed} {arm} {tag} (evaluate)', evaluate,
+                        dict(eval_opts, pool=str(ft_dir / 'pool'), seed=seed, output=str(ev_dir)),
+                        ev_dir / 'descendants.csv')
+                except StageNotDone:
+                    if tag == 'finetuned':
+                        raise
+                    continue  # --report-only: an unfinished zero-shot row does not hide the finetuned one
                 results.setdefault(f'{arm} {tag}', {})[seed] = _rows(ev_dir / 'descendants.csv')
             ft_dir = sd / f'{arm}_finetuned'
             return _finetune_cost(ft_dir, pool_spec_of(ft_dir), anc_macs)
