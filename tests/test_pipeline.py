@@ -224,6 +224,7 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
         assert f'**{claim}' in text, claim
     assert '## Goal (issue 28)' in text and "- LGP, lstsq init, finetuned: best descendant minus student" in text
     assert '| candidate ws, finetuned | 2 |' in text and '- candidate ws, finetuned: best descendant minus' in text
+    assert not (tmp_path / 'out' / 'seed0' / 'ws_zeroshot').exists()  # zero-shot rows: the paper's arms only
     ws_cfg = yaml.safe_load((tmp_path / 'out' / 'seed1' / 'ws_distill' / 'config.yaml').read_text())
     assert ws_cfg['member_init'] == 'weight_selection' and ws_cfg['seed'] == 1
     assert ' +- ' in text  # two seeds: mean +- sd
@@ -263,11 +264,12 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
     # --report-only trains nothing: an arm with an unfinished stage is left out for that seed, the rest reported
     (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').unlink()
-    (seed0 / 'eval_ws_zeroshot' / '.stage_done.json').unlink()  # an unfinished zero-shot row hides nothing else
+    (seed0 / 'eval_lgp_transpose_zeroshot' / '.stage_done.json').unlink()  # hides only the zero-shot row
     stamp = (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns
     again = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out'), '--report-only']).read_text()
     assert "| SN-Net (anchors at the ancestry's depth, lstsq), finetuned | 1 |" in again
     assert '| LGP, lstsq init, finetuned | 2 |' in again and '| candidate ws, finetuned | 2 |' in again
+    assert '| LGP, transpose init, finetuned | 2 |' in again and '| LGP, transpose init, zero-shot |' not in again
     assert not (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').exists()
     assert (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match='has not finished, and --report-only trains nothing'):
