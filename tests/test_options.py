@@ -14,7 +14,8 @@ from timm_learngene.finetune import TRAIN_MODES
 from timm_learngene.recipes import RECIPES, distill, evaluate, finetune, train_vit
 from timm_learngene.recipes.options_doc import render
 from timm_learngene.stitch_init import STITCH_INITS
-from timm_learngene.training.options import INTERPOLATIONS, save_config
+from timm_learngene.training.option_groups import INTERPOLATIONS
+from timm_learngene.training.options import save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = (train_vit, distill, finetune)

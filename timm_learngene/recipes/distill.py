@@ -23,9 +23,8 @@ from ..distill import FEATURE_NORMS, DenseDistiller
 from ..spec import PoolSpec
 from ..training.loop import finish, fit
 from ..training.metrics import accuracy
-from ..training.options import (
-    AUGMENTATION, DATA, DISTILLATION, MODEL, NAME_OR_JSON, OPTIMIZATION, RUN, Option, OptionTable, pick,
-)
+from ..training.option_groups import AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN
+from ..training.options import NAME_OR_JSON, Option, OptionTable, pick
 from ..training.setup import check_inputs, prepare_run, start_run
 from ..training.cli import run_cli
 from ..weight_selection import init_members_from_ancestry

@@ -35,7 +35,8 @@ from ..training.launch import apply_launcher, write_launch_record
 from ..training.setup import check_inputs, is_stream, pin_memory, resolve_precision
 from ..training.metrics import accuracy
 from ..training.progress import Progress
-from ..training.options import AUGMENTATION, DATA, RUN, Option, OptionTable, pick, save_config
+from ..training.option_groups import AUGMENTATION, DATA, RUN
+from ..training.options import Option, OptionTable, pick, save_config
 from ..training.cli import run_cli
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']

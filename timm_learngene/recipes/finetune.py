@@ -37,9 +37,8 @@ from ..stitch_init import STITCH_INITS, init_stitches
 from ..training.loop import finish, fit, latest_checkpoint
 from ..training.metrics import accuracy
 from ..training.progress import Progress
-from ..training.options import (
-    AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN, Option, OptionTable,
-)
+from ..training.option_groups import AUGMENTATION, DATA, DISTILLATION, OPTIMIZATION, RUN
+from ..training.options import Option, OptionTable
 from ..training.launch import launched_main_process
 from ..training.setup import check_inputs, prepare_run, start_run
 from ..training.cli import run_cli

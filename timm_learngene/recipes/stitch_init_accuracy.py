@@ -18,7 +18,8 @@ from ..data import build_dataset, build_loader
 from ..errors import ConfigError
 from ..stitch_init import STITCH_INITS, init_stitches
 from ..training.cli import run_cli
-from ..training.options import DATA, Option, OptionTable, pick
+from ..training.option_groups import DATA
+from ..training.options import Option, OptionTable, pick
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main']
 

@@ -23,9 +23,8 @@ from ..errors import ConfigError
 from ..losses import label_kd_loss
 from ..training.loop import finish, fit
 from ..training.metrics import accuracy
-from ..training.options import (
-    AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN, Option, OptionTable,
-)
+from ..training.option_groups import AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN
+from ..training.options import Option, OptionTable
 from ..training.setup import check_inputs, prepare_run, start_run
 from ..training.cli import run_cli
 
