@@ -207,14 +207,14 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     for section in (preset['ancestry'], preset['distill'], preset['finetune'], rep['anchor'], rep['direct'],
                     rep['scratch']):
         section.update(batch_size=32, log_every=1, max_steps=2, checkpoint_every=0)
-    rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene', 'transpose'],
+    rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene'],
                anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]],
                candidates=[dict(name='ws', distill=dict(member_init='weight_selection'))])
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
     report = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
     text = report.read_text()
-    for label in ('LGP, lstsq init, finetuned', 'LGP, learngene init, zero-shot', 'LGP, transpose init, finetuned',
+    for label in ('LGP, lstsq init, finetuned', 'LGP, learngene init, zero-shot', 'LGP, learngene init, finetuned',
                   "SN-Net (anchors at the ancestry's depth, lstsq), finetuned", "members' shapes from scratch",
                   'direct logit-KD students'):
         assert f'| {label} | ' in text, label
@@ -264,12 +264,12 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
     # --report-only trains nothing: an arm with an unfinished stage is left out for that seed, the rest reported
     (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').unlink()
-    (seed0 / 'eval_lgp_transpose_zeroshot' / '.stage_done.json').unlink()  # hides only the zero-shot row
+    (seed0 / 'eval_lgp_learngene_zeroshot' / '.stage_done.json').unlink()  # hides only the zero-shot row
     stamp = (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns
     again = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out'), '--report-only']).read_text()
     assert "| SN-Net (anchors at the ancestry's depth, lstsq), finetuned | 1 |" in again
     assert '| LGP, lstsq init, finetuned | 2 |' in again and '| candidate ws, finetuned | 2 |' in again
-    assert '| LGP, transpose init, finetuned | 2 |' in again and '| LGP, transpose init, zero-shot |' not in again
+    assert '| LGP, learngene init, finetuned | 2 |' in again and '| LGP, learngene init, zero-shot |' not in again
     assert not (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').exists()
     assert (seed0 / 'distill' / 'pool' / 'model.safetensors').stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match='has not finished, and --report-only trains nothing'):
