@@ -290,8 +290,11 @@ def test_pool_grad_checkpointing_matches(tiny6):
 
 
 @pytest.mark.parametrize('spec', [tiny_spec(6), tiny_spec(9), tiny_spec(4, name='tiny3m', distill=False,
-                                  widths=((16, 2), (24, 3), (32, 4)), names=('tiny', 'small', 'base'))],
-                         ids=['l6', 'l9', 'three_members'])
+                                  widths=((16, 2), (24, 3), (32, 4)), names=('tiny', 'small', 'base')),
+                                  # fashion_mnist_l6_w4's shape in small: four members, one with heads of another size
+                                  tiny_spec(4, name='tiny4m', distill=False, widths=((16, 1), (24, 2), (32, 2), (48, 3)),
+                                            names=('tiny', 'small', 'mid', 'base'))],
+                         ids=['l6', 'l9', 'three_members', 'four_members'])
 def test_pool_equals_standalone_descendants(spec):
     pool = timm.create_model('learngene_pool', pool=spec).eval()
     state = pool.state_dict()

@@ -403,3 +403,24 @@ def test_the_four_member_pool_has_a_member_at_every_small_student_width():
     pool = timm.create_model('learngene_pool', pool=spec)
     assert sum(p.numel() for n, p in pool.named_parameters() if not n.startswith('transforms')) == \
         pool_params(spec)['pool'] == 5092520
+
+
+def test_the_four_member_pool_goes_through_the_pool_file_and_timm(tmp_path):
+    """The design issue 28 measures best (docs/stitching.md section 8) as a user gets it: pool folder -> timm's
+    local-dir: loader -> a descendant through every middle member, and a single descendant's folder."""
+    from timm_learngene import save_descendant, save_pool
+    torch.manual_seed(0)
+    pool = timm.create_model('learngene_pool', pool='fashion_mnist_l6_w4').eval()
+    save_pool(pool, tmp_path / 'pool')
+    x = torch.randn(2, 1, 32, 32)
+    crossing = [d for d in enumerate_descendants(pool.pool_spec) if len(d.route) > 1 and d.route[0][0] == 'small']
+    with torch.no_grad():
+        for name in ('s1', crossing[0].name, 's52'):
+            loaded = timm.create_model(f'local-dir:{tmp_path / "pool"}', descendant=name, pretrained=True).eval()
+            assert torch.equal(loaded(x), pool(x, name)), name
+        save_descendant(pool, tmp_path / 'one', crossing[0].name)
+        one = timm.create_model(f'local-dir:{tmp_path / "one"}', pretrained=True).eval()
+        assert torch.equal(one(x), pool(x, crossing[0].name))
+    from timm_learngene.data.fashion_mnist import FASHION_MNIST_MEAN
+    assert tuple(one.pretrained_cfg['input_size']) == (1, 32, 32)  # the spec's images, not ImageNet's
+    assert tuple(one.pretrained_cfg['mean']) == tuple(FASHION_MNIST_MEAN)
