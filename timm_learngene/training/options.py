@@ -241,7 +241,8 @@ class Option:
         if self.choices is not None and v not in self.choices:
             close = difflib.get_close_matches(str(v), self.choices, n=1)
             hint = f' (did you mean {close[0]!r}?)' if close else ''
-            raise _BadValue(f'{v!r} is not one of {", ".join(self.choices)}{hint}')
+            shown = ', '.join(str(c) if c != '' else "''" for c in self.choices)  # '' (e.g. --until: all) shows
+            raise _BadValue(f'{v!r} is not one of {shown}{hint}')
         return v
 
     def text(self, value) -> str:
