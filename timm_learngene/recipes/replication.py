@@ -281,17 +281,15 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         def direct_and_scratch(arms):
             nonlocal report
             for arm, key, widths, kd in arms:
-                rows, total = [], 0
-                try:
+                with _unless_unfinished():  # --report-only: an arm is reported with every width or not at all
+                    rows, total = [], 0
                     for width, heads in widths:
                         row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
                         rows.append(row)
                         total += cost
-                except StageNotDone:  # --report-only: an arm is reported with every width or not at all
-                    continue
-                results.setdefault(arm, {})[seed] = rows
-                compute[arm] = total + (ancestry_cost if kd else 0)
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+                    results.setdefault(arm, {})[seed] = rows
+                    compute[arm] = total + (ancestry_cost if kd else 0)
+                    report = _report(out, preset, spec, results, compute, ancestry_cost, run)
 
         # The order only decides what a run cut short has finished: the default init's pool and the direct
         # students it is measured against first, then the other inits, SN-Net and the members from scratch.
