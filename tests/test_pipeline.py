@@ -208,7 +208,7 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
                     rep['scratch']):
         section.update(batch_size=32, log_every=1, max_steps=2, checkpoint_every=0)
     rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene'],
-               anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]],
+               anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]], direct_lrs=[1e-3, 3e-2],
                candidates=[dict(name='ws', distill=dict(member_init='weight_selection'))])
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
@@ -228,6 +228,19 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     ws_cfg = yaml.safe_load((tmp_path / 'out' / 'seed1' / 'ws_distill' / 'config.yaml').read_text())
     assert ws_cfg['member_init'] == 'weight_selection' and ws_cfg['seed'] == 1
     assert ' +- ' in text  # two seeds: mean +- sd
+    # the students' lr: both lrs trained at seed 0, the one better on val (a tie keeps 1e-3) alone at seed 1
+    import json
+    for width in (16, 24):
+        vals = {lr: json.loads((tmp_path / 'out' / 'seed0' / name / 'val_top1.json').read_text())['val_top1']
+                for lr, name in ((1e-3, f'direct_{width}w'), (3e-2, f'direct_{width}w_lr0.03'))}
+        best = 3e-2 if vals[3e-2] > vals[1e-3] else 1e-3
+        line = next(x for x in text.splitlines() if x.startswith("Direct students' learning rate"))
+        cell = next(c for c in line.split(': ', 1)[1].split('; ') if c.startswith(f'{width}w '))
+        assert f"**{best:g}: {vals[best]:.2f}**" in cell and cell.count('**') == 2, cell
+        trained = {lr for lr, name in ((1e-3, f'direct_{width}w'), (3e-2, f'direct_{width}w_lr0.03'))
+                   if (tmp_path / 'out' / 'seed1' / name / '.stage_done.json').exists()}
+        assert trained == {best}, (width, vals, trained)
+    assert "Direct students' learning rate, chosen per width on the validation split at seed 0" in text
     # the stage times: a total against the preset's bar, the probed precision, the time per kind of stage
     wall = next(line for line in text.splitlines() if line.startswith('Wall time: '))
     assert 'bar: <= 150 min on 2 cores with bf16: met' in wall, wall
@@ -351,3 +364,17 @@ def test_publish_replication_copies_its_claims_and_table_into_the_readme(tmp_pat
                                   f'![p](docs/replication.png)\n\n| method | top1 |\n|---|---|\n| LGP | 80 |\n{REP_END}\nc\n')
     assert (docs / 'replication.md').read_text().startswith('# Replication')
     assert (docs / 'replication.png').read_bytes() == b'\x89PNG'
+
+
+@pytest.mark.parametrize('change, match', [(dict(val_size=0), 'val_size is 0'),
+                                           (dict(direct_lrs=[1e-3, 1e-3]), 'distinct positive'),
+                                           (dict(direct_lrs=['fast']), 'a list of learning rates')])
+def test_replication_students_lr_choice_is_checked_before_any_stage(tmp_path, change, match):
+    preset = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_replication.yaml').read_text())
+    preset['replication']['direct_lrs'] = change.pop('direct_lrs', [1e-3, 2e-3])
+    preset.update(change)
+    path = tmp_path / 'p.yaml'
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(ConfigError, match=match):
+        pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out' / 'ancestry').exists()

@@ -44,7 +44,7 @@ from ..training.options import Option, OptionTable
 from ..training.cli import run_cli
 from ..training.progress import format_seconds
 from . import distill, evaluate, finetune, train_vit
-from .replication import StageNotDone, replicate
+from .replication import StageNotDone, check_preset, replicate
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'load_preset', 'stage_config', 'write_report']
 
@@ -118,6 +118,8 @@ class _StageRunner:
         # a stage counts as done only once its recipe returned: a marker written after it, next to the outputs
         # (a stage killed half way through writing them is run again, resuming from its checkpoints)
         marker = Path(options.get('output', done.parent)) / STAGE_DONE
+        if stage in self.timings and done.exists() and marker.exists():
+            return  # run or reused earlier in this run (a seed's students' lr choice reads the first seed's)
         if done.exists() and marker.exists() and not self.force:
             print(f'[{stage}] reusing {done}')
             self.timings[stage] = _recorded_seconds(marker)
@@ -191,6 +193,7 @@ def run(cfg) -> Path:
                       dict(preset['finetune'], **cand.get('finetune', {}), pool='POOL'))]
     for stage, recipe, options in sections:
         stage_config(recipe, shared, dict(options, **stand_in.get(stage, {})), source=f'preset section {stage!r}')
+    check_preset(preset)
     out.mkdir(parents=True, exist_ok=True)
     if shared.get('dataset') == 'fashion_mnist':
         shared['data_dir'] = str(ensure_fashion_mnist(shared.get('data_dir') or None))

@@ -9,7 +9,10 @@ validation split stays the same images), with the same data, augmentation and ev
    Learngene Pool's ancestry and SN-Net's largest anchor); the narrower ones are trained from scratch on labels.
 3. The members' shapes trained from scratch on labels (as many steps as distillation + finetuning).
 4. Direct students: plain ViTs of a few widths at the members' depth, distilled from the ancestry with logit KD
-   and labels on that same budget.
+   and labels on that same budget. With ``direct_lrs`` (a list of learning rates) each width is trained with every
+   one of them at ``direct_lr_seed`` (default: the first seed) and the one with the best validation top-1
+   (:func:`student_val_top1`) is used at every seed, as the pool's finetune lr was chosen on one seed's validation
+   split (only the chosen run counts in the compute).
 
 Every choice is made on the validation split: the best descendant within a GMACs budget is the one with the best
 ``val_top1``; its test top-1 is reported (mean +- sd over the seeds). Single-model arms (scratch, direct) have
@@ -35,8 +38,11 @@ import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import torch
 import yaml
 
+from ..ancestry import load_ancestry
+from ..data import build_dataset, build_loader
 from ..errors import ConfigError
 from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..finetune import cost_buckets, sandwich_routes
@@ -134,6 +140,41 @@ def _student(s_dir: Path, arm: str, spec: PoolSpec, teacher_macs: int, kd: bool)
                 cost=stage_images(s_dir) * ((teacher_macs if kd else 0) + 3 * macs))
 
 
+def direct_stage(width: int, lr: float, base_lr: float) -> str:
+    """The folder of a direct student: ``direct_64w`` at the ``direct`` section's lr, ``direct_64w_lr0.002``
+    at another one of ``direct_lrs``."""
+    return f'direct_{width}w' if lr == base_lr else f'direct_{width}w_lr{lr:g}'
+
+
+def student_val_top1(s_dir: Path) -> float:
+    """Top-1 (percent) of the model a ``train_vit`` stage wrote (``s_dir/model``) on the validation split its
+    config held out of the training images (``val_size``, ``val_seed``), in fp32. Measured once and cached in
+    ``s_dir/val_top1.json`` with the size and mtime of the weights it measured (measured again when they change)."""
+    cfg = yaml.safe_load((s_dir / 'config.yaml').read_text())
+    if not cfg.get('val_size'):
+        raise ConfigError(f'{s_dir}: trained without a validation split (val_size 0), so nothing can be chosen on '
+                          'its validation top-1; set val_size in the preset and train it again')
+    weights = s_dir / 'model' / 'model.safetensors'
+    stamp = [weights.stat().st_size, weights.stat().st_mtime_ns]
+    cache = s_dir / 'val_top1.json'
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get('weights') == stamp:
+            return cached['val_top1']
+    model = load_ancestry(cfg['model'], str(s_dir / 'model'))
+    shape = dict(img_size=model.patch_embed.img_size[0], in_chans=model.patch_embed.proj.in_channels,
+                 num_classes=model.num_classes)
+    loader = build_loader(build_dataset(cfg, 'val', **shape), cfg.get('eval_batch_size') or 256, False)
+    hits = seen = 0
+    with torch.no_grad():
+        for x, y in loader:
+            hits += (model(x).argmax(-1) == y).sum().item()
+            seen += y.numel()
+    top1 = 100.0 * hits / seen
+    cache.write_text(json.dumps({'val_top1': top1, 'weights': stamp}))
+    return top1
+
+
 def _one(width: int, heads: int, depth: int, spec: PoolSpec) -> PoolSpec:
     return PoolSpec('one', (MemberSpec('m', width, heads, depth),), img_size=spec.img_size,
                     patch_size=spec.patch_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
@@ -223,6 +264,11 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     zero_shot_seeds = set(rep.get('zero_shot_seeds', seeds))
     results: Dict[str, Dict[int, List[Dict]]] = {}  # arm -> seed -> rows
     compute: Dict[str, float] = {}
+    # the direct students' learning rate, per width: the best on the validation split at `direct_lr_seed` of
+    # `direct_lrs` (default: `direct`'s lr alone; a tie keeps `direct`'s)
+    base_lr, lrs = _direct_lrs(preset)
+    lr_seed = rep.get('direct_lr_seed', seeds[0])
+    lr_choices: Dict[int, Dict[float, float]] = {}  # width -> lr -> val top-1 at lr_seed
     spec = None
     report = None
     for seed in seeds:
@@ -263,15 +309,29 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             ft_dir = sd / f'{arm}_finetuned'
             return _finetune_cost(ft_dir, pool_spec_of(ft_dir), anc_macs)
 
-        def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool):
-            s_dir = sd / name
-            opts = dict(options, seed=seed, output=str(s_dir),
+        def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool,
+                  at_seed: Optional[int] = None, tag: str = ''):
+            at_seed = seed if at_seed is None else at_seed
+            s_dir = out / f'seed{at_seed}' / name
+            opts = dict(options, seed=at_seed, output=str(s_dir),
                         model_args=dict(anc_args, embed_dim=width, depth=depth, num_heads=heads))
             if kd:
                 opts['teacher_checkpoint'] = anc_ckpt
-            run(f'seed {seed} {arm} {width}w/{depth}', train_vit, opts, s_dir / 'model' / 'model.safetensors')
+            run(f'seed {at_seed} {arm} {width}w/{depth}{tag}', train_vit, opts, s_dir / 'model' / 'model.safetensors')
             row = _student(s_dir, arm, spec, anc_macs, kd)
             return row, row.pop('cost')
+
+        def direct_lr(width: int, heads: int) -> float:
+            # the students' lr at this width: the one in `direct`, or the best on val of `direct_lrs` at lr_seed
+            # (trained there first), as the pool's finetune lr was chosen on one seed's validation split
+            if len(lrs) == 1:
+                return lrs[0]
+            for lr in lrs:
+                train('direct', direct_stage(width, lr, base_lr), dict(rep['direct'], lr=lr), width, heads,
+                      spec.depth, True, at_seed=lr_seed, tag=f' lr {lr:g}' if lr != base_lr else '')
+            vals = {lr: student_val_top1(out / f'seed{lr_seed}' / direct_stage(width, lr, base_lr)) for lr in lrs}
+            lr_choices.setdefault(width, vals)
+            return max(lrs, key=lambda lr: (vals[lr], lr == base_lr))
 
         def pool_spec(ft_dir: Path):
             return read_pool_config(ft_dir / 'pool')['model_args']['pool']
@@ -284,12 +344,18 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                 with _unless_unfinished():  # --report-only: an arm is reported with every width or not at all
                     rows, total = [], 0
                     for width, heads in widths:
-                        row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
+                        if arm == 'direct':
+                            lr = direct_lr(width, heads)
+                            row, cost = train(arm, direct_stage(width, lr, base_lr), dict(rep[key], lr=lr), width,
+                                              heads, spec.depth, kd, tag=f' lr {lr:g}' if lr != base_lr else '')
+                            row['lr'] = lr
+                        else:
+                            row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
                         rows.append(row)
                         total += cost
                     results.setdefault(arm, {})[seed] = rows
                     compute[arm] = total + (ancestry_cost if kd else 0)
-                    report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+                    report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
 
         # The order only decides what a run cut short has finished: the default init's pool and the direct
         # students it is measured against first, then the other inits, SN-Net and the members from scratch.
@@ -298,7 +364,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             with _unless_unfinished():
                 cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
                 compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
             if i == 0:
                 direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
         # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's overrides
@@ -315,7 +381,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                 init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
                 cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec, zero_shot=False)
                 compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
         # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         with _unless_unfinished():
             anchors, anchor_cost = [], 0
@@ -327,12 +393,35 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             anchors.append(anc_ckpt)
             cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
             compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
-            report = _report(out, preset, spec, results, compute, ancestry_cost, run)
+            report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
         direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
     if report is None:
         raise ConfigError(f'{out}: no arm of the replication has finished for seeds {seeds}, so there is nothing to '
                           f'report; run it without --report-only first')
     return report
+
+
+def _direct_lrs(preset: Dict):
+    """``(the direct section's lr, the lrs to choose from)``; ConfigError for a choice that cannot be made."""
+    rep = preset['replication']
+    base_lr = float(rep['direct']['lr'])
+    try:
+        lrs = [float(x) for x in rep.get('direct_lrs') or [base_lr]]
+    except (TypeError, ValueError):
+        raise ConfigError(f"replication: direct_lrs is a list of learning rates, e.g. [0.001, 0.002]; got "
+                          f"{rep.get('direct_lrs')!r}") from None
+    if len(lrs) > 1 and not preset.get('val_size'):
+        raise ConfigError("replication: direct_lrs chooses the students' learning rate on the validation split, "
+                          'but val_size is 0; set val_size (e.g. 5000) or give one learning rate')
+    if len(set(lrs)) != len(lrs) or min(lrs) <= 0:
+        raise ConfigError(f'replication: direct_lrs needs distinct positive learning rates, got {lrs}')
+    return base_lr, lrs
+
+
+def check_preset(preset: Dict) -> None:
+    """The replication section's own settings, checked before the pipeline trains anything (ConfigError)."""
+    if 'replication' in preset:
+        _direct_lrs(preset)
 
 
 class StageNotDone(Exception):
@@ -561,7 +650,25 @@ def _wall_time(out: Path, preset: Dict, timings: Dict[str, float], reused: Seque
             'took when they ran.', '']
 
 
-def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Path:
+def _lr_lines(preset: Dict, lr_choices: Dict[int, Dict[float, float]]) -> List[str]:
+    """The report's paragraph on the direct students' learning rate: validation top-1 of each of ``direct_lrs`` per
+    width at ``direct_lr_seed``, and the one chosen; nothing when one learning rate was given."""
+    if not lr_choices:
+        return []
+    rep = preset['replication']
+    seed = rep.get('direct_lr_seed', list(rep.get('seeds', [preset.get('seed', 0)]))[0])
+    base = float(rep['direct']['lr'])
+    cells = []
+    for width, vals in sorted(lr_choices.items()):
+        best = max(vals, key=lambda lr: (vals[lr], lr == base))
+        cells.append(f'{width}w ' + ' / '.join(f"{'**' if lr == best else ''}{lr:g}: {v:.2f}"
+                                                f"{'**' if lr == best else ''}" for lr, v in vals.items()))
+    return [f"Direct students' learning rate, chosen per width on the validation split at seed {seed} (val "
+            f"top-1; chosen in bold, used at every seed; the sweep's other runs are not counted in the compute, "
+            f"as the pool's finetune lr choice is not): " + '; '.join(cells) + '.', '']
+
+
+def _report(out, preset, spec, results, compute, ancestry_cost, run=None, lr_choices=None) -> Path:
     rep_dir = out / 'report'
     rep_dir.mkdir(parents=True, exist_ok=True)
     test_images = TEST_IMAGES.get(preset.get('dataset')) if not preset.get('eval_limit') else preset['eval_limit']
@@ -604,6 +711,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None) -> Pat
              *(['## Goal (issue 28)', '', *goal(results, compute), ''] if 'direct' in results else []),
              '![top-1 vs GMACs](replication.png)', '',
              *_wall_time(out, preset, getattr(run, 'timings', {}), getattr(run, 'reused', ())),
+             *_lr_lines(preset, lr_choices or {}),
              '## Best top-1 within a GMACs budget', '']
     head = ['method', 'seeds', 'stored params', 'smallest (params / GMACs)', 'largest (params / GMACs)'] + \
         [f'<= {g:.3g} GMACs' for g in budgets] + ['mean top-1 of stitched descendants', 'training compute (TMACs)']
