@@ -328,3 +328,74 @@ def test_snnet_pool_from_anchor_folders_runs_the_same_finetune(tmp_path):
                          '--output', str(tmp_path / 'ft'), '--max-steps', '2', '--init-images', '8'])
     assert len(out.descendants) == 17
     assert timm.create_model(f'local-dir:{tmp_path / "ft" / "pool"}', descendant='s5', pretrained=True)(x).shape == (2, 5)
+
+
+# ---- two-way stitching (large-front routes) ----------------------------------------------------------------
+def test_two_way_pool_adds_the_large_front_routes_and_keeps_every_tensor(tmp_path, images):
+    """add_two_way_stitches: one new stitch layer per window for each pair larger -> smaller, the old tensors
+    untouched, the large-front routes run through them, and the pool file round-trips as a two-way pool."""
+    pool = _pool(tiny_spec(4))
+    spec = pool.pool_spec
+    pool.metrics = {'s1': {'top1': 50.0}}
+    before = {k: v.clone() for k, v in pool.state_dict().items()}
+    assert pool.add_two_way_stitches() == spec.num_windows
+    assert pool.add_two_way_stitches() == 0  # already two-way
+    two = pool.pool_spec
+    assert two.two_way and two == spec.replace(two_way=True) and pool.metrics == {}
+    state = pool.state_dict()
+    assert all(torch.equal(before[k], state[k]) for k in before)
+    assert sorted(set(state) - set(before)) == sorted(f'stitches.base-tiny.{w}.{p}' for w in range(spec.num_windows)
+                                                      for p in ('weight', 'bias'))
+    assert state['stitches.base-tiny.0.weight'].shape == (16, 32)  # base (32 wide) -> tiny (16 wide)
+    n_up = len(enumerate_descendants(spec))
+    assert len(pool.descendants) == n_up + len(stitch_positions(spec))
+    route = (('base', 0, 2), ('tiny', 2, 4))
+    with torch.no_grad():
+        out = pool(images, route)
+        layer = pool.stitches['base-tiny'][stitch_positions(spec)[[(j, k) for j, k, _ in stitch_positions(spec)]
+                                                                    .index((1, 2))][2]]
+        layer.weight.add_(1.0)
+        assert not torch.allclose(pool(images, route), out)  # that route runs the base -> tiny stitch
+        layer.weight.sub_(1.0)
+    timm_learngene.save_pool(pool, tmp_path / 'pool')
+    cfg = json.loads((tmp_path / 'pool' / 'config.json').read_text())
+    assert cfg['model_args']['pool']['two_way'] is True
+    back = timm_learngene.load_pool(tmp_path / 'pool').eval()
+    assert back.pool_spec == two
+    name = next(d.name for d in back.descendants if d.route == route)
+    with torch.no_grad():
+        torch.testing.assert_close(back(images, name), out)
+        alone = timm.create_model('local-dir:' + str(tmp_path / 'pool'), pretrained=True, descendant=name).eval()
+        torch.testing.assert_close(alone(images), out)
+    from timm_learngene.model_card import render_model_card
+    card = render_model_card(cfg, 'org/two-way', image=None)
+    assert 'members (both ways)' in card and 'two-way, also the first blocks of a larger member' in card
+    one_way = render_model_card(dict(cfg, model_args=dict(cfg['model_args'], pool=spec.to_dict())), 'org/a', image=None)
+    assert 'members (smaller -> larger)' in one_way and 'two-way' not in one_way
+
+
+@pytest.mark.parametrize('method', ['lstsq', 'learngene'])
+def test_stitch_inits_solve_the_large_front_stitches_too(method):
+    pool = _pool(tiny_spec(4))
+    pool.add_two_way_stitches()
+    spec = pool.pool_spec
+    images = torch.randn(6, 3, 32, 32)
+    assert init_stitches(pool, method, images) == {'tiny-base': len(stitch_positions(spec)),
+                                                   'base-tiny': len(stitch_positions(spec))}
+    if method == 'lstsq':
+        fb, ft = member_features(pool, 'base', images), member_features(pool, 'tiny', images)
+        sols = [lstsq_affine(fb[j + 1], ft[k]) for j, k, w in stitch_positions(spec) if w == 0]
+        torch.testing.assert_close(pool.stitches['base-tiny'][0].weight, torch.stack([s[0] for s in sols]).mean(0),
+                                   atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_finetune_two_way_trains_a_two_way_pool_from_a_one_way_one(tmp_path, distilled):
+    with pytest.raises(timm_learngene.LearngeneError, match='--stitch-init none would leave them at random'):
+        finetune.main(_ft_args(distilled, tmp_path / 'none', '--two-way', '--stitch-init', 'none', '--max-steps', '1'))
+    _reset()
+    finetune.main(_ft_args(distilled, tmp_path / 'ft', '--two-way', '--max-steps', '2', '--routes-per-step', '4'))
+    cfg = json.loads((tmp_path / 'ft' / 'pool' / 'config.json').read_text())
+    spec = timm_learngene.PoolSpec.from_dict(cfg['model_args']['pool'])
+    assert spec.two_way and len(cfg['model_args']['descendants']) == len(enumerate_descendants(spec))
+    assert any(k.startswith('stitches.base-tiny.') for k in load_file(tmp_path / 'ft' / 'pool' / 'model.safetensors'))

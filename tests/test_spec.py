@@ -424,3 +424,34 @@ def test_the_four_member_pool_goes_through_the_pool_file_and_timm(tmp_path):
     from timm_learngene.data.fashion_mnist import FASHION_MNIST_MEAN
     assert tuple(one.pretrained_cfg['input_size']) == (1, 32, 32)  # the spec's images, not ImageNet's
     assert tuple(one.pretrained_cfg['mean']) == tuple(FASHION_MNIST_MEAN)
+
+
+def test_two_way_spec_stitches_both_ways_between_nearest_members_only(tiny3m):
+    """``two_way``: every nearest pair also larger -> smaller (after the smaller -> larger ones), so the route count,
+    the stitch parameters and the validation all follow; the field is left out of a one-way spec's dict."""
+    two = tiny3m.replace(two_way=True)
+    positions = len(stitch_positions(tiny3m))
+    assert [(a.name, b.name) for a, b in two.pairs] == [('tiny', 'small'), ('small', 'base'), ('small', 'tiny'),
+                                                        ('base', 'small')]
+    assert len(enumerate_descendants(two)) == 3 + 4 * positions == len(enumerate_descendants(tiny3m)) + 2 * positions
+    windows = tiny3m.num_windows
+    assert pool_params(two)['stitches'] - pool_params(tiny3m)['stitches'] == windows * ((24 * 16 + 16) + (32 * 24 + 24))
+    assert validate_route(two, [('small', 0, 2), ('tiny', 2, 4)]) == (('small', 0, 2), ('tiny', 2, 4))
+    with pytest.raises(RouteError, match=r"stitches 'base' into 'tiny', skipping \['small'\]; stitches join nearest"):
+        validate_route(two, [('base', 0, 2), ('tiny', 2, 4)])
+    with pytest.raises(RouteError, match="a two_way pool also stitches larger -> smaller"):
+        validate_route(tiny3m, [('small', 0, 2), ('tiny', 2, 4)])
+    # a large-front route: the larger member's embedding and blocks first, its width into the stitch
+    route = (('base', 0, 2), ('small', 2, 4))
+    info = find_descendant(two, route)
+    assert info.route_label == 'base4[0..1]->small4[2..3]'
+    n, p = two.num_tokens, two.patch_size
+    base, small = two.member('base'), two.member('small')
+    block = {m.name: n * (4 * m.width ** 2 + 2 * m.width * m.hidden) + 2 * n * n * m.width for m in (base, small)}
+    assert route_macs(two, route) == ((n - 1) * 3 * p * p * 32 + 2 * block['base'] + n * 32 * 24 + 2 * block['small']
+                                      + 24 * two.num_classes)
+    assert 'two_way' not in tiny3m.to_dict() and two.to_dict()['two_way'] is True
+    assert PoolSpec.from_dict(two.to_dict()) == two and PoolSpec.from_dict(tiny3m.to_dict()) == tiny3m
+    assert tiny3m.same_weights_as(two) == 'two_way differ: False vs True'
+    with pytest.raises(PoolSpecError, match="two_way must be true or false, got 'yes'"):
+        tiny3m.replace(two_way='yes')

@@ -225,7 +225,8 @@ def _pool_section(spec: PoolSpec) -> str:
     text = [_table(['member', 'width', 'heads', 'blocks', 'params'], rows), '',
             f'- input: {spec.in_chans} x {spec.img_size} x {spec.img_size}, patch {spec.patch_size}, '
             f'{spec.num_classes} classes',
-            f'- stitching between nearest members (smaller -> larger), sliding window kernel {spec.stitch_kernel}, '
+            f"- stitching between nearest members ({'both ways' if spec.two_way else 'smaller -> larger'}), "
+            f'sliding window kernel {spec.stitch_kernel}, '
             f'stride {spec.stitch_stride}: {spec.num_windows} stitch layers per pair',
             f'- stored: {sizes["pool"]:,} parameters in members and stitch layers'
             + (f', plus {sizes["transforms"]:,} in the distillation transformation matrices' if sizes['transforms']
@@ -269,6 +270,8 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
     measured = (f'Top-1 as measured and recorded in config.json (`recipes/evaluate.py`) for {n_top1} of '
                 f'{len(infos)} descendants; blank where not measured.' if n_top1 else
                 'No top-1 has been measured for this pool yet (`recipes/evaluate.py` records it in config.json).')
+    two_way = '; two-way, also the first blocks of a larger member and the last of a smaller one' if spec.two_way \
+        else ''
     parts = [
         f'---\n{front}\n---',
         f'# Learngene Pool `{spec.name}`',
@@ -280,7 +283,7 @@ def render_model_card(config: Mapping[str, Any], repo_id: str, image: Optional[s
         f'{smallest.params / 1e6:.2f}M parameters / {_gmacs(smallest.gmacs)} GMACs (`{smallest.name}`) to '
         f'{largest.params / 1e6:.2f}M / {_gmacs(largest.gmacs)} GMACs (`{largest.name}`). A descendant runs the '
         f'first blocks of a smaller member, one stitch layer, and the last blocks of a larger member (SN-Net style '
-        f'stitching).',
+        f"stitching){two_way}.",
         '## Descendants',
         f'Ranked by GMACs (multiply-adds per image at {spec.img_size} px). {measured}',
         write_markdown(_descendant_rows(infos)).rstrip(),

@@ -148,6 +148,7 @@ class PoolSpec:
     stitch_kernel: int = 2
     stitch_stride: int = 1
     distill: Optional[DistillSpec] = None
+    two_way: bool = False  # also stitch each larger member into the next smaller one (large-front routes)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -174,6 +175,8 @@ class PoolSpec:
         _check_int('num_classes', self.num_classes, 0, _MAX_CLASSES)
         _check_int('stitch_kernel', self.stitch_kernel, 1, _MAX_DEPTH)
         _check_int('stitch_stride', self.stitch_stride, 1, _MAX_DEPTH)
+        if not isinstance(self.two_way, bool):
+            raise PoolSpecError(f'two_way must be true or false, got {self.two_way!r}')
         if self.img_size % self.patch_size:
             raise PoolSpecError(f'img_size {self.img_size} is not a multiple of patch_size {self.patch_size}')
         if self.img_size // self.patch_size > _MAX_GRID:
@@ -214,8 +217,10 @@ class PoolSpec:
 
     @property
     def pairs(self) -> List[Tuple[MemberSpec, MemberSpec]]:
-        """Stitched member pairs: nearest neighbours, smaller -> larger."""
-        return list(zip(self.members, self.members[1:]))
+        """Stitched (front, end) member pairs: nearest neighbours, smaller -> larger; with ``two_way`` also
+        larger -> smaller (SN-Netv2's two-way stitching: large-front routes), after them."""
+        up = list(zip(self.members, self.members[1:]))
+        return up + [(b, a) for a, b in up] if self.two_way else up
 
     @property
     def num_windows(self) -> int:
@@ -227,7 +232,7 @@ class PoolSpec:
     def same_weights_as(self, other: 'PoolSpec') -> Optional[str]:
         """``None`` when ``other`` stores the same tensors (names and shapes, up to classes and image size),
         else a sentence naming the first difference."""
-        for f in ('members', 'patch_size', 'in_chans', 'stitch_kernel', 'stitch_stride'):
+        for f in ('members', 'patch_size', 'in_chans', 'stitch_kernel', 'stitch_stride', 'two_way'):
             a, b = getattr(self, f), getattr(other, f)
             if a != b:
                 return f'{f} differ: {_short(a)} vs {_short(b)}'
@@ -245,6 +250,8 @@ class PoolSpec:
             d['distill'] = dict(dataclasses.asdict(self.distill),
                                 member_blocks=list(self.distill.member_blocks),
                                 teacher_blocks=list(self.distill.teacher_blocks))
+        if not self.two_way:
+            del d['two_way']  # one-way pools keep the format earlier versions read
         return d
 
     def to_json(self) -> str:
@@ -351,7 +358,8 @@ def validate_route(spec: PoolSpec, route: Iterable[Sequence]) -> Route:
     """Check ``route`` against ``spec`` and return it as a tuple of ``(member, first, end)`` tuples.
 
     Raises :class:`RouteError` naming the problem: unknown member, a block range out of bounds, a stitch
-    that skips a member or goes from a larger member to a smaller one, or a stitch position with no layer.
+    that skips a member or goes from a larger member to a smaller one (unless the pool is ``two_way``), or a
+    stitch position with no layer.
     """
     try:
         segs = [tuple(s) for s in route]
@@ -378,12 +386,12 @@ def validate_route(spec: PoolSpec, route: Iterable[Sequence]) -> Route:
             f'a route must run to the last block of its last member (end_block {spec.depth}), got {out[-1]!r}')
     for (fa, _, fb), (ea, eb, _) in zip(out, out[1:]):
         fi, ei = spec.member_index(fa), spec.member_index(ea)
-        if ei < fi:
+        if ei < fi and not spec.two_way:
             raise RouteError(
                 f'route stitches {fa!r} into {ea!r}: stitches go from a smaller member to a larger one '
-                f'(order: {[m.name for m in spec.members]})')
-        if ei != fi + 1:
-            between = [m.name for m in spec.members[fi + 1:ei]] if ei > fi else []
+                f'(order: {[m.name for m in spec.members]}; a two_way pool also stitches larger -> smaller)')
+        if abs(ei - fi) != 1:
+            between = [m.name for m in spec.members[min(fi, ei) + 1:max(fi, ei)]]
             raise RouteError(
                 f'route stitches {fa!r} into {ea!r}, skipping {between or "nothing"}; stitches join nearest '
                 f'members only (order: {[m.name for m in spec.members]})')
@@ -460,7 +468,8 @@ def enumerate_descendants(spec: PoolSpec, metrics: Optional[Mapping[str, Mapping
                           ) -> List[DescendantInfo]:
     """All descendants of ``spec``, ranked by MACs ascending (ties by params) and named ``s1..sN``.
 
-    Every member alone, plus for each nearest pair (smaller -> larger) every stitch position.
+    Every member alone, plus for each stitched pair (:attr:`PoolSpec.pairs`: nearest members, smaller -> larger,
+    and with ``two_way`` also larger -> smaller) every stitch position.
     ``metrics`` maps a descendant name to measured values (e.g. ``{'top1': 81.2}``) kept on its info.
     """
     return [DescendantInfo(name=name, route=r, params=params, macs=macs,

@@ -179,6 +179,29 @@ class LearngenePool(TimmModelAPI, nn.Module):
         update_model_input_size(self, (spec.img_size, spec.img_size))
 
     @torch.jit.ignore
+    def add_two_way_stitches(self) -> int:
+        """Make the pool two-way (SN-Netv2's two-way stitching, spec ``two_way``): one stitch layer per window for
+        every nearest member pair larger -> smaller, so the large-front routes become descendants too. The new
+        layers start at timm's init (give them a stitch init before use); every existing tensor is kept. The
+        descendants are ranked and named again (s1..sN over more routes), so the measured metrics, keyed by name,
+        are dropped. Returns how many stitch layers were added (0 for a pool that is two-way already)."""
+        spec = self.pool_spec
+        if spec.two_way:
+            return 0
+        two = spec.replace(two_way=True)  # checked like any spec: the descendant count and the size limits
+        like = next(iter(self.stitches.values()))[0].weight if len(self.stitches) else None
+        added = 0
+        for a, b in two.pairs[len(spec.pairs):]:
+            layers = nn.ModuleList([nn.Linear(a.width, b.width) for _ in range(two.num_windows)])
+            layers.apply(_init_linear)
+            self.stitches[f'{a.name}-{b.name}'] = layers if like is None else layers.to(like.device, like.dtype)
+            added += len(layers)
+        self.pool_spec = two
+        self.metrics = {}
+        self._drop_views()
+        return added
+
+    @torch.jit.ignore
     def no_weight_decay(self):
         return {f'members.{m}.{n}' for m in self.members for n in ('pos_embed', 'cls_token')}
 

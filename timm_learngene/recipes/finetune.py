@@ -92,6 +92,9 @@ OPTIONS = OptionTable([
     Option('stitch_lora_rank', int, 0, "0: train the stitch layers themselves; R > 0: keep each stitch layer as "
            "initialised (e.g. --stitch-init lstsq) frozen and train a rank-R update on it (SN-Netv2's LoRA stitch), "
            "folded back into the layer when the pool is written", group='finetune'),
+    Option('two_way', bool, False, "also stitch each larger member into the next smaller one (SN-Netv2's "
+           'two-way stitching): the large-front routes become descendants, their stitch layers added to the pool '
+           'and set by --stitch-init (lstsq or learngene)', group='model'),
     Option('sandwich', str, 'ends', 'with --train all and 3 or more routes per step, the members in every step: '
            'ends (the smallest and the largest) or members (every member; needs as many routes per step)',
            choices=SANDWICH, group='finetune'),
@@ -146,6 +149,13 @@ def run(cfg):
     else:
         recipe = {}
         pool = anchor_pool(cfg.anchors, num_classes=cfg.num_classes)
+    if cfg.two_way:
+        if cfg.stitch_init == 'none' and not pool.pool_spec.two_way:
+            raise ConfigError('finetune: --two-way adds stitch layers, and --stitch-init none would leave them at '
+                              'random; use --stitch-init lstsq or learngene')
+        added = pool.add_two_way_stitches()
+        if added and launched_main_process():
+            print(f'two-way stitching: {added} stitch layers added (larger -> smaller members)', flush=True)
     spec = pool.pool_spec
     # a resumed run restores the stitch layers from its checkpoint; one killed before its first checkpoint
     # starts over and initialises them like a fresh run
