@@ -209,7 +209,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
         section.update(batch_size=32, log_every=1, max_steps=2, checkpoint_every=0)
     rep.update(seeds=[0, 1], zero_shot_seeds=[0], stitch_inits=['lstsq', 'learngene'],
                anchor_widths=[[16, 1]], direct_widths=[[16, 1], [24, 2]], direct_lrs=[1e-3, 3e-2],
-               candidates=[dict(name='ws', distill=dict(member_init='weight_selection'))])
+               candidates=[dict(name='ws', distill=dict(member_init='weight_selection'))],
+               nested=dict(rep['direct'], sizes=['8x1', '16x1', '24x2', '32x2'], sizes_per_step=3,
+                           member_init='weight_selection'))
     path = tmp_path / 'toy.yaml'
     path.write_text(yaml.safe_dump(preset))
     report = pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out')])
@@ -224,6 +226,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
         assert f'**{claim}' in text, claim
     assert '## Goal (issue 28)' in text and "- LGP, lstsq init, finetuned: best descendant minus student" in text
     assert '| candidate ws, finetuned | 2 |' in text and '- candidate ws, finetuned: best descendant minus' in text
+    nested = next(line for line in text.splitlines() if line.startswith('| nested pool (width slices of one ViT) | 2 |'))
+    assert '| 0.03M |' in nested  # stored: the widest size alone
+    assert '- nested pool (width slices of one ViT): best descendant minus student' in text
     assert not (tmp_path / 'out' / 'seed0' / 'ws_zeroshot').exists()  # zero-shot rows: the paper's arms only
     ws_cfg = yaml.safe_load((tmp_path / 'out' / 'seed1' / 'ws_distill' / 'config.yaml').read_text())
     assert ws_cfg['member_init'] == 'weight_selection' and ws_cfg['seed'] == 1
@@ -244,7 +249,7 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     # the stage times: a total against the preset's bar, the probed precision, the time per kind of stage
     wall = next(line for line in text.splitlines() if line.startswith('Wall time: '))
     assert 'bar: <= 150 min on 2 cores with bf16: met' in wall, wall
-    for kind in ('ancestry', 'distill', 'lgp_lstsq', 'snnet_anchor', 'snnet', 'direct', 'scratch'):
+    for kind in ('ancestry', 'distill', 'lgp_lstsq', 'snnet_anchor', 'snnet', 'direct', 'scratch', 'nested'):
         assert f' {kind} ' in wall, kind
     assert '0 of ' in wall
     assert (tmp_path / 'out' / 'report' / 'replication.png').read_bytes()[:4] == b'\x89PNG'

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from timm_learngene.recipes.replication import (_vit_macs, compare, distill_macs_per_image, finetune_macs_per_image,
-                                                goal, stage_images)
+                                                goal, nested_macs_per_image, stage_images)
 from timm_learngene.spec import DistillSpec, MemberSpec, PoolSpec, enumerate_descendants, get_pool_spec, route_macs
 
 KD = dict(kd_weight=0.5, teacher_checkpoint='ancestry/model')
@@ -38,6 +38,16 @@ def test_distillation_counts_every_member_and_its_feature_transforms():
     # two matched positions x (block, attention) transforms, each a Linear(width -> 48) over 17 tokens
     transforms = 2 * 2 * 17 * (16 + 32) * 48
     assert distill_macs_per_image(spec, 1000) == 1000 + 3 * (members + transforms)
+
+
+def test_nested_counts_the_sandwich_sizes_and_the_expected_draws():
+    args = dict(depth=6, img_size=32, patch_size=8, in_chans=1, num_classes=10)
+    spec = PoolSpec('x', (MemberSpec('m', 64, 1, 6),), img_size=32, patch_size=8, in_chans=1, num_classes=10)
+    m = {w: _vit_macs(w, h, 6, spec) for w, h in ((64, 1), (96, 2), (128, 2), (192, 3))}
+    cfg = dict(model_args=args, sizes=['192x3', '64x1', '96x2', '128x2'], sizes_per_step=3, kd_weight=0.5)
+    assert nested_macs_per_image(cfg, 1000) == 1000 + 3 * (m[64] + m[192] + (m[96] + m[128]) / 2)
+    assert nested_macs_per_image(dict(cfg, sizes_per_step=4, kd_weight=0), 1000) == 3 * sum(m.values())
+    assert nested_macs_per_image(dict(cfg, sizes=['192x3']), 1000) == 1000 + 3 * m[192]
 
 
 def test_finetune_counts_every_route_of_a_step():

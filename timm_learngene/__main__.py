@@ -39,6 +39,7 @@ __all__ = ['main', 'parse_args', 'console', 'TRAINING_COMMANDS']
 # subcommand -> (module of timm_learngene.recipes, help); run through the recipe's own option table
 TRAINING_COMMANDS = {
     'train-vit': ('train_vit', 'train a plain ViT: the ancestry, or a student distilled with logit KD'),
+    'train-nested': ('train_nested', 'train a nested pool: one ViT whose width slices are models of their own'),
     'distill': ('distill', 'distill an ancestry into every member of a pool, one pass'),
     'finetune': ('finetune', 'stitch init and joint finetuning of every descendant of a distilled pool'),
     'evaluate': ('evaluate', 'top-1 (test and validation), params, GMACs and img/s of every descendant'),

@@ -181,7 +181,8 @@ class DescendantTrainer(nn.Module):
                 p.requires_grad_(False)
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
         self.temperature, self.smoothing = temperature, smoothing
-        self._names = {d.route: d.name for d in pool.descendants}  # the loss dict's route:<name> keys
+        # the loss dict's route:<name> keys (a nested ViT has no descendant table: its routes are size names)
+        self._names = {d.route: d.name for d in getattr(pool, 'descendants', ())}
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -14,14 +14,14 @@ A member as wide and as deep as the ancestry gets the ancestry itself. The head 
 else left as built. Anything in the ancestry's state that has no place in a member (or the other way round) is an
 error, so a non-ViT ancestry fails before training rather than training from a half-copied init.
 """
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import torch
 from torch import nn
 
 from .errors import PoolSpecError
 
-__all__ = ['select_member_weights', 'evenly_spaced', 'init_members_from_ancestry']
+__all__ = ['select_member_weights', 'select_weights', 'evenly_spaced', 'init_members_from_ancestry']
 
 
 def evenly_spaced(k: int, n: int) -> torch.Tensor:
@@ -53,22 +53,33 @@ def select_member_weights(member: nn.Module, ancestry: nn.Module) -> Dict[str, t
     ``member`` is a pool member (:class:`~timm_learngene.models.learngene_pool.Member`)."""
     spec = member.spec
     anc = {k: v.detach() for k, v in ancestry.state_dict().items()}
+    return select_weights(member.state_dict(), spec.width, spec.heads, spec.depth, anc, ancestry)
+
+
+def select_weights(target: Mapping[str, torch.Tensor], width: int, heads: int, depth: int,
+                   source: Mapping[str, torch.Tensor], source_model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The tensors of a ViT ``width`` wide with ``heads`` heads and ``depth`` blocks (``target``: its state dict,
+    for the names, shapes and dtypes) selected from ``source``, the state of the timm ``VisionTransformer``
+    ``source_model`` (see the module docstring). Selection is ``index_select`` on the tensors given: pass detached
+    tensors to copy, or the parameters themselves (``state_dict(keep_vars=True)``) to train through the selection
+    (a nested ViT's width slices)."""
+    anc = source
     if 'pos_embed' not in anc or 'blocks.0.attn.qkv.weight' not in anc:
         raise PoolSpecError('weight selection needs a timm VisionTransformer ancestry (pos_embed, blocks.N.attn.qkv); '
-                            f'got {type(ancestry).__name__}')
-    width = anc['pos_embed'].shape[-1]
-    anc_depth = len(ancestry.blocks)
-    anc_heads = ancestry.blocks[0].attn.num_heads
-    e = evenly_spaced(spec.width, width)
-    a = _heads(spec.heads, spec.width, anc_heads, width)
+                            f'got {type(source_model).__name__}')
+    full = anc['pos_embed'].shape[-1]
+    anc_depth = len(source_model.blocks)
+    anc_heads = source_model.blocks[0].attn.num_heads
+    e = evenly_spaced(width, full)
+    a = _heads(heads, width, anc_heads, full)
     hidden = anc['blocks.0.mlp.fc1.weight'].shape[0]
-    h = evenly_spaced(member.blocks[0].mlp.fc1.out_features, hidden)
-    layers = _layers(spec.depth, anc_depth)
-    qkv = torch.cat([a + i * width for i in range(3)])
+    h = evenly_spaced(target['blocks.0.mlp.fc1.weight'].shape[0], hidden)
+    layers = _layers(depth, anc_depth)
+    qkv = torch.cat([a + i * full for i in range(3)])
 
     def pick(t, rows=None, cols=None):
-        t = t if rows is None else t.index_select(0, rows)
-        return t if cols is None else t.index_select(1, cols)
+        t = t if rows is None else t.index_select(0, rows.to(t.device))
+        return t if cols is None else t.index_select(1, cols.to(t.device))
 
     rules = {  # suffix -> (row indices, column indices)
         'norm1.weight': (e, None), 'norm1.bias': (e, None), 'norm2.weight': (e, None), 'norm2.bias': (e, None),
@@ -77,30 +88,30 @@ def select_member_weights(member: nn.Module, ancestry: nn.Module) -> Dict[str, t
         'mlp.fc1.weight': (h, e), 'mlp.fc1.bias': (h, None), 'mlp.fc2.weight': (e, h), 'mlp.fc2.bias': (e, None),
     }
     out = {}
-    for key, target in member.state_dict().items():
+    for key, like in target.items():
         if key.startswith('blocks.'):
             _, i, rest = key.split('.', 2)
-            source = f'blocks.{layers[int(i)]}.{rest}'
-            if rest not in rules or source not in anc:
-                raise PoolSpecError(f'weight selection has no rule for member tensor {key!r} (ancestry {source!r})')
-            t = pick(anc[source], *rules[rest])
+            src = f'blocks.{layers[int(i)]}.{rest}'
+            if rest not in rules or src not in anc:
+                raise PoolSpecError(f'weight selection has no rule for member tensor {key!r} (ancestry {src!r})')
+            t = pick(anc[src], *rules[rest])
         elif key in ('cls_token', 'pos_embed'):
-            t = anc[key][..., e]
+            t = anc[key].index_select(anc[key].dim() - 1, e.to(anc[key].device))
         elif key.startswith('patch_embed.proj.'):
-            t = anc[key].index_select(0, e)
+            t = pick(anc[key], e)
         elif key in ('norm.weight', 'norm.bias'):
-            t = anc[key].index_select(0, e)
+            t = pick(anc[key], e)
         elif key.startswith('head.'):
-            if anc.get(key) is None or anc[key].shape[0] != target.shape[0]:
+            if anc.get(key) is None or anc[key].shape[0] != like.shape[0]:
                 continue  # other classes: the member keeps the head it was built with
             t = pick(anc[key], None, e) if key.endswith('weight') else anc[key]
         else:
             raise PoolSpecError(f'weight selection has no rule for member tensor {key!r}')
-        if t.shape != target.shape:
+        if t.shape != like.shape:
             raise PoolSpecError(f'weight selection made {key!r} of shape {list(t.shape)}, but the member has '
-                                f'{list(target.shape)}: the ancestry and the pool spec do not fit (image size, patch '
+                                f'{list(like.shape)}: the ancestry and the pool spec do not fit (image size, patch '
                                 f'size or channels)')
-        out[key] = t.to(target.dtype)
+        out[key] = t.to(like.dtype)
     return out
 
 

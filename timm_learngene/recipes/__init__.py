@@ -3,6 +3,7 @@
 launchers (``accelerate launch recipes/distill.py ...``); the pipeline calls ``run(cfg)`` of each stage.
 
     train_vit       a plain timm ViT trained on labels (the ancestry, SN-Net anchors, direct students)
+    train_nested    a nested pool: one ViT whose width slices are models of their own (issue 28)
     distill         ancestry -> every member of a learngene pool, one pass
     finetune        stitch-layer init + joint finetuning of every descendant (also SN-Net from anchors)
     evaluate        top-1/top-5, params, GMACs, throughput and latency of every descendant
@@ -14,5 +15,5 @@ launchers (``accelerate launch recipes/distill.py ...``); the pipeline calls ``r
 Every option of every recipe: docs/options.md (``python -m timm_learngene.recipes.options_doc``).
 """
 
-RECIPES = ('train_vit', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool', 'screen',
+RECIPES = ('train_vit', 'train_nested', 'distill', 'finetune', 'evaluate', 'pipeline', 'describe_pool', 'screen',
            'stitch_init_accuracy')

@@ -43,7 +43,7 @@ from ..training.loop import latest_checkpoint
 from ..training.options import Option, OptionTable
 from ..training.cli import run_cli
 from ..training.progress import format_seconds
-from . import distill, evaluate, finetune, train_vit
+from . import distill, evaluate, finetune, train_nested, train_vit
 from .replication import StageNotDone, check_preset, replicate
 
 __all__ = ['OPTIONS', 'parse_args', 'run', 'main', 'load_preset', 'stage_config', 'write_report']
@@ -182,6 +182,9 @@ def run(cfg) -> Path:
     sections = [(stage, recipe, preset[stage]) for stage, recipe in STAGES.items() if stage in preset]
     sections += [(f'replication.{arm}', train_vit, preset['replication'][arm])
                  for arm in ('anchor', 'direct', 'scratch') if arm in preset.get('replication', {})]
+    if preset.get('replication', {}).get('nested'):
+        sections.append(('replication.nested', train_nested, dict(preset['replication']['nested'],
+                                                                  teacher_checkpoint='ANCESTRY')))
     for cand in preset.get('replication', {}).get('candidates', []):  # issue 28's candidate designs
         if not isinstance(cand, dict) or not isinstance(cand.get('name'), str) or \
                 set(cand) - {'name', 'distill', 'finetune'}:

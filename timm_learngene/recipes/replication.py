@@ -13,6 +13,9 @@ validation split stays the same images), with the same data, augmentation and ev
    one of them at ``direct_lr_seed`` (default: the first seed) and the one with the best validation top-1
    (:func:`student_val_top1`) is used at every seed, as the pool's finetune lr was chosen on one seed's validation
    split (only the chosen run counts in the compute).
+5. With ``nested`` (a ``train_nested`` section with its ``sizes``), a nested pool: width slices of one ViT at the
+   members' depth, its widest size's shape, trained with the sandwich rule and logit KD
+   (:mod:`timm_learngene.recipes.train_nested`); each size chosen on val like a descendant.
 
 Every choice is made on the validation split: the best descendant within a GMACs budget is the one with the best
 ``val_top1``; its test top-1 is reported (mean +- sd over the seeds). Single-model arms (scratch, direct) have
@@ -48,7 +51,8 @@ from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..finetune import cost_buckets, sandwich_routes
 from ..pool_reader import read_pool_config
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
-from . import distill, evaluate, finetune, train_vit
+from ..nested import parse_sizes, size_cost
+from . import distill, evaluate, finetune, train_nested, train_vit
 
 __all__ = ['replicate', 'summarise', 'best_at', 'chosen_at', 'compare', 'goal', 'screen', 'stage_images', 'distill_macs_per_image',
            'finetune_macs_per_image']
@@ -118,6 +122,20 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
         drawn -= len(buckets)
     expected += drawn * sum(others) / len(others) if others else 0
     return (teacher_macs if cfg.get('kd_weight', 0.5) else 0) + 3 * expected  # KD: one ancestry forward
+
+
+def nested_macs_per_image(cfg: Dict, teacher_macs: int) -> float:
+    """Training MACs per image of a nested ViT (``train_nested``'s config ``cfg``): the ancestry's forward once (with
+    KD) plus 3x the forward MACs of each step's sizes (the widest and the narrowest, and the expected MACs of the
+    uniform draws from the others)."""
+    args = cfg['model_args']
+    sizes = parse_sizes(cfg['sizes'])
+    macs = [size_cost(w, h, args['depth'], args.get('img_size', 224), args.get('patch_size', 16),
+                      args.get('in_chans', 3), args.get('num_classes', 1000))[1] for w, h in sizes]
+    always, others = (macs[:1], []) if len(macs) == 1 else ([macs[0], macs[-1]], macs[1:-1])
+    drawn = min(cfg.get('sizes_per_step', 4), len(macs)) - len(always)
+    mean_other = sum(others) / len(others) if others else 0
+    return (teacher_macs if cfg.get('kd_weight') else 0) + 3 * (sum(always) + drawn * mean_other)
 
 
 def _distill_cost(distill_dir: Path, spec: PoolSpec, teacher_macs: int) -> float:
@@ -382,6 +400,18 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
                 cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec, zero_shot=False)
                 compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
                 report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
+        # the nested pool (issue 28): width slices of one ViT at the members' depth, the widest size's shape
+        if rep.get('nested'):
+            with _unless_unfinished():
+                n_dir = sd / 'nested'
+                (w, h) = parse_sizes(rep['nested']['sizes'])[-1]
+                opts = dict(rep['nested'], seed=seed, output=str(n_dir), teacher_checkpoint=anc_ckpt,
+                            model_args=dict(anc_args, embed_dim=w, num_heads=h, depth=spec.depth))
+                run(f'seed {seed} nested', train_nested, opts, n_dir / 'sizes.csv')
+                results.setdefault('nested finetuned', {})[seed] = _rows(n_dir / 'sizes.csv')
+                compute['nested finetuned'] = ancestry_cost + stage_images(n_dir) * nested_macs_per_image(
+                    yaml.safe_load((n_dir / 'config.yaml').read_text()), anc_macs)
+                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
         # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
         with _unless_unfinished():
             anchors, anchor_cost = [], 0
@@ -455,6 +485,7 @@ ARMS = {  # arm key -> label; the order of the tables
     'lgp_learngene finetuned': 'LGP, learngene init, finetuned',
     'lgp_transpose finetuned': 'LGP, transpose init, finetuned',
     'snnet finetuned': "SN-Net (anchors at the ancestry's depth, lstsq), finetuned",
+    'nested finetuned': 'nested pool (width slices of one ViT)',
     'direct': 'direct logit-KD students',
     'scratch': "members' shapes from scratch",
     'lgp_lstsq zeroshot': 'LGP, lstsq init, zero-shot',
@@ -724,6 +755,7 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None, lr_cho
         rows0 = next(iter(per_seed.values()))
         small, large = min(rows0, key=lambda r: r['gmacs']), max(rows0, key=lambda r: r['gmacs'])
         stored = snnet_stored if key.startswith('snnet') else lgp_stored if key.startswith('lgp') else \
+            max(r['params'] for r in rows0) if key == 'nested finetuned' else \
             candidate_stored.get(key.rpartition(' ')[0]) or sum(r['params'] for r in rows0)
         cells = [label, str(len(per_seed)), f'{stored / 1e6:.2f}M' if stored else '',
                  f"{small['params'] / 1e6:.2f}M / {small['gmacs']:.3g}",
