@@ -13,7 +13,7 @@ FLOORS = [
     {'pool_reader'},
     {'models'},
     {'pool_writer', 'distill', 'stitch_init', 'finetune', 'evaluation', 'selection', 'snnet', 'ancestry', 'profiling',
-     'weight_selection'},
+     'weight_selection', 'nested'},
     {'model_card'},
     {'hub', 'export'},
     {'training'},
