@@ -277,6 +277,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert next(line for line in table if line.startswith('| same |')) == lgp.replace('LGP lstsq (replication)', 'same')
     assert '<= direct 16w' in table[0] and '<= direct 24w' in table[0] and '| direct students | one each | 2 |' in table[2]
     assert any(line.startswith("- same: best descendant minus student") for line in table)
+    nested = next(line for line in screen(tmp_path / 'out', {'n': seed0 / 'nested'}).splitlines()
+                  if line.startswith('| n |'))
+    assert nested.startswith('| n | nested 8 / 16 / 24 / 32 | 4 | ')
     b = load_file(seed0 / 'lgp_lstsq_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))

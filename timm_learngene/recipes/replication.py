@@ -793,11 +793,19 @@ def _pool_arm(distill_dir: Path, finetune_dir: Path, eval_csv: Path, anc_macs: i
     """One finetuned pool of a run on disk: its rows, spec and training compute (distillation + finetuning)."""
     spec = read_pool_config(finetune_dir / 'pool')['model_args']['pool']
     cost = _distill_cost(distill_dir, spec, anc_macs) + _finetune_cost(finetune_dir, spec, anc_macs)
-    return dict(rows=_rows(eval_csv), spec=spec, cost=cost)
+    return dict(rows=_rows(eval_csv), members=' / '.join(f'{m.width}' for m in spec.members), cost=cost)
+
+
+def _nested_arm(run: Path, anc_macs: int) -> Dict:
+    """A nested pool (``train_nested``'s output folder): its sizes as rows, its widths, its training compute."""
+    cfg = yaml.safe_load((run / 'config.yaml').read_text())
+    return dict(rows=_rows(run / 'sizes.csv'), members='nested ' + ' / '.join(
+        f'{w}' for w, _ in parse_sizes(cfg['sizes'])), cost=stage_images(run) * nested_macs_per_image(cfg, anc_macs))
 
 
 def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) -> str:
-    """Markdown: candidate pools (``make demo``-layout run folders: distill/, finetune/, eval/) against the
+    """Markdown: candidate pools (``make demo``-layout run folders: distill/, finetune/, eval/; or a nested pool,
+    ``train_nested``'s output folder with its sizes.csv) against the
     replication's seed-``seed`` Learngene Pool (lstsq) and its direct students, on the same ancestry. Per pool: the
     test top-1 of the descendant chosen on val within each student's GMACs (its val top-1 beside it), the stitched
     descendants' mean, the training compute after the shared ancestry, and issue 28's goal at one seed."""
@@ -814,7 +822,8 @@ def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) ->
                                                   sd / 'eval_lgp_lstsq_finetuned' / 'descendants.csv', anc_macs)}
     for name, run in candidates.items():
         run = Path(run)
-        pools[name] = _pool_arm(run / 'distill', run / 'finetune', run / 'eval' / 'descendants.csv', anc_macs)
+        pools[name] = _nested_arm(run, anc_macs) if (run / 'sizes.csv').exists() else \
+            _pool_arm(run / 'distill', run / 'finetune', run / 'eval' / 'descendants.csv', anc_macs)
     head = ['pool', 'members', 'sizes', 'compute after the ancestry (TMACs)'] + \
         [f"<= {s['name']} ({s['gmacs']:.4g} G): test / val" for s in students] + ['stitched mean test / val']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head),
@@ -822,7 +831,7 @@ def screen(replication_out: Path, candidates: Dict[str, Path], seed: int = 0) ->
              + ' | '.join(f"{s['top1']:.2f}" for s in students) + ' | |']
     goals = []
     for name, p in pools.items():
-        cells = [name, ' / '.join(f'{m.width}' for m in p['spec'].members), str(len({r['gmacs'] for r in p['rows']})),
+        cells = [name, p['members'], str(len({r['gmacs'] for r in p['rows']})),
                  f"{p['cost'] / 1e12:.1f}"]
         for s in students:
             best = chosen_at(p['rows'], s['gmacs'])

@@ -5,7 +5,8 @@
 Prints a Markdown table (timm_learngene.recipes.replication.screen): per pool the test top-1 of the descendant
 chosen on the validation split within each direct student's GMACs, the stitched descendants' mean, the training
 compute after the shared ancestry, and issue 28's goal at one seed. Candidates are ``make demo``-layout run folders
-(distill/, finetune/, eval/) that reuse the replication's ancestry.
+(distill/, finetune/, eval/) that reuse the replication's ancestry, or nested pools (``train_nested``'s output
+folder, e.g. the replication's ``seedN/nested``).
 """
 from pathlib import Path
 from typing import List, Optional, Sequence
