@@ -42,6 +42,24 @@ def test_a_slice_is_a_plain_vit_and_trains_the_network(images):
     assert (grad > 0).sum() == 16 and torch.equal(torch.nonzero(grad > 0).flatten(), torch.arange(16) * 2)
 
 
+def test_prefix_slices_lie_inside_each_other(images):
+    """slicing='prefix': a narrower slice is the first channels, heads, head dims and units of every wider one
+    with as many heads, so its loss reaches only the network's first entries."""
+    torch.manual_seed(0)
+    net = NestedViT('vit_tiny_patch16_224', ARGS, ['8x1', '16x1', '32x2'], slicing='prefix')
+    s8, s16, s32 = (net.slice_state(n, detach=True) for n in ('w8', 'w16', 'w32'))
+    assert torch.equal(s8['patch_embed.proj.weight'], s16['patch_embed.proj.weight'][:8])
+    assert torch.equal(s8['blocks.0.mlp.fc1.weight'], s16['blocks.0.mlp.fc1.weight'][:32, :8])
+    assert torch.equal(s8['blocks.1.attn.proj.weight'], s32['blocks.1.attn.proj.weight'][:8, :8])
+    q = s16['blocks.0.attn.qkv.weight']  # q, k and v rows of the one head: the first 8 dims of each are w8's
+    assert torch.equal(s8['blocks.0.attn.qkv.weight'], torch.cat([q[i * 16:i * 16 + 8, :8] for i in range(3)]))
+    net(images, 'w8').sum().backward()
+    grad = net.base.patch_embed.proj.weight.grad.flatten(1).abs().sum(1)
+    assert torch.equal(torch.nonzero(grad > 0).flatten(), torch.arange(8))
+    with pytest.raises(PoolSpecError, match=r"nested slicing is one of \['even', 'prefix'\], got 'odd'"):
+        NestedViT('vit_tiny_patch16_224', ARGS, ['32x2'], slicing='odd')
+
+
 def test_weight_selection_start_gives_each_slice_the_weight_selected_member():
     """A nested ViT as wide as the ancestry, started from it by weight selection: each slice is what weight
     selection takes from the ancestry for a model of the slice's width directly."""

@@ -8,6 +8,10 @@ ancestry (evenly spaced residual channels, evenly spaced heads and head dimensio
 block), so a nested ViT initialised from the ancestry by weight selection starts with each slice equal to the
 weight-selected member of that width. A slice is exported as a plain timm ViT (:meth:`NestedViT.slice_model`).
 
+``slicing='prefix'`` takes the first channels, heads, head dimensions and MLP units instead (Scala's and
+HydraViT's rule): a narrower slice then lies inside every wider one with as many heads or more, so the sizes
+share what they learn; evenly spaced slices of two widths share only some channels.
+
 Sizes are named ``w<width>`` (``w64``); the largest must be the network's own shape.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -19,7 +23,7 @@ from torch.func import functional_call
 
 from .errors import PoolSpecError
 from .spec import MemberSpec, PoolSpec, pool_params, route_macs
-from .weight_selection import select_weights
+from .weight_selection import SPACINGS, select_weights
 
 __all__ = ['NestedViT', 'parse_sizes', 'size_name', 'size_cost']
 
@@ -62,8 +66,11 @@ class NestedViT(nn.Module):
     dict is the plain timm ViT's, under ``base.``); a slice selects from them on every call, so training a slice
     trains the network."""
 
-    def __init__(self, model: str, model_args: Dict, sizes: Sequence, **kwargs):
+    def __init__(self, model: str, model_args: Dict, sizes: Sequence, slicing: str = 'even', **kwargs):
         super().__init__()
+        if slicing not in SPACINGS:
+            raise PoolSpecError(f'nested slicing is one of {sorted(SPACINGS)}, got {slicing!r}')
+        self.slicing = slicing
         self.base = timm.create_model(model, **model_args, **kwargs)
         self.model_name, self.model_args = model, dict(model_args)
         self.sizes = parse_sizes(sizes)
@@ -93,7 +100,7 @@ class NestedViT(nn.Module):
         w, h = self.size(name)
         template = self._templates[name]
         source = self.base.state_dict(keep_vars=not detach)
-        return select_weights(template.state_dict(), w, h, self.depth, source, self.base)
+        return select_weights(template.state_dict(), w, h, self.depth, source, self.base, self.slicing)
 
     def forward(self, x: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
         name = name or self.names[-1]

@@ -37,14 +37,25 @@ def _layers(depth: int, ancestry_depth: int) -> List[int]:
     return [round((i + 1) * ancestry_depth / depth) - 1 for i in range(depth)]
 
 
-def _heads(member_heads: int, member_dim: int, anc_heads: int, anc_dim: int) -> torch.Tensor:
-    """Channel indices of the attention dimension: evenly spaced heads, evenly spaced dims within each."""
+def first(k: int, n: int) -> torch.Tensor:
+    """The first ``k`` of the indices ``0..n-1`` (a nested ViT's prefix slices: each narrower one inside the
+    wider)."""
+    evenly_spaced(k, n)  # the same bounds
+    return torch.arange(k)
+
+
+SPACINGS = {'even': evenly_spaced, 'prefix': first}
+
+
+def _heads(member_heads: int, member_dim: int, anc_heads: int, anc_dim: int, pick=evenly_spaced) -> torch.Tensor:
+    """Channel indices of the attention dimension: evenly spaced heads, evenly spaced dims within each (or, with
+    ``pick=first``, the first heads and the first dims of each)."""
     m_hd, a_hd = member_dim // member_heads, anc_dim // anc_heads
     if member_heads > anc_heads or m_hd > a_hd:
         raise PoolSpecError(f'a member with {member_heads} heads of {m_hd} dims cannot take heads of an ancestry with '
                             f'{anc_heads} heads of {a_hd} dims')
-    heads = evenly_spaced(member_heads, anc_heads)
-    within = evenly_spaced(m_hd, a_hd)
+    heads = pick(member_heads, anc_heads)
+    within = pick(m_hd, a_hd)
     return (heads[:, None] * a_hd + within[None, :]).reshape(-1)
 
 
@@ -57,12 +68,17 @@ def select_member_weights(member: nn.Module, ancestry: nn.Module) -> Dict[str, t
 
 
 def select_weights(target: Mapping[str, torch.Tensor], width: int, heads: int, depth: int,
-                   source: Mapping[str, torch.Tensor], source_model: nn.Module) -> Dict[str, torch.Tensor]:
+                   source: Mapping[str, torch.Tensor], source_model: nn.Module,
+                   spacing: str = 'even') -> Dict[str, torch.Tensor]:
     """The tensors of a ViT ``width`` wide with ``heads`` heads and ``depth`` blocks (``target``: its state dict,
     for the names, shapes and dtypes) selected from ``source``, the state of the timm ``VisionTransformer``
     ``source_model`` (see the module docstring). Selection is ``index_select`` on the tensors given: pass detached
     tensors to copy, or the parameters themselves (``state_dict(keep_vars=True)``) to train through the selection
-    (a nested ViT's width slices)."""
+    (a nested ViT's width slices). ``spacing='prefix'`` takes the first channels, heads, head dims and MLP units
+    instead of evenly spaced ones (blocks stay evenly spaced)."""
+    if spacing not in SPACINGS:
+        raise PoolSpecError(f"weight selection spacing is one of {sorted(SPACINGS)}, got {spacing!r}")
+    pick_ = SPACINGS[spacing]
     anc = source
     if 'pos_embed' not in anc or 'blocks.0.attn.qkv.weight' not in anc:
         raise PoolSpecError('weight selection needs a timm VisionTransformer ancestry (pos_embed, blocks.N.attn.qkv); '
@@ -70,10 +86,10 @@ def select_weights(target: Mapping[str, torch.Tensor], width: int, heads: int, d
     full = anc['pos_embed'].shape[-1]
     anc_depth = len(source_model.blocks)
     anc_heads = source_model.blocks[0].attn.num_heads
-    e = evenly_spaced(width, full)
-    a = _heads(heads, width, anc_heads, full)
+    e = pick_(width, full)
+    a = _heads(heads, width, anc_heads, full, pick_)
     hidden = anc['blocks.0.mlp.fc1.weight'].shape[0]
-    h = evenly_spaced(target['blocks.0.mlp.fc1.weight'].shape[0], hidden)
+    h = pick_(target['blocks.0.mlp.fc1.weight'].shape[0], hidden)
     layers = _layers(depth, anc_depth)
     qkv = torch.cat([a + i * full for i in range(3)])
 

@@ -57,6 +57,9 @@ OPTIONS = OptionTable([
            "must be the full network's own width and heads", group='model'),
     Option('sizes_per_step', int, 4, 'widths trained per optimizer step: the widest and the narrowest in every step, '
            'the others drawn uniformly', group='model'),
+    Option('slicing', str, 'even', "how a size is cut from the network: even (evenly spaced channels, heads and "
+           "units, as weight selection takes a member from the ancestry) or prefix (the first ones: each narrower "
+           'size inside the wider)', group='model', choices=('even', 'prefix')),
     Option('member_init', str, 'random', "how the network starts: random (timm's init) or weight_selection (the "
            "ancestry's own weights, as distill --member-init weight_selection)", group='model',
            choices=('random', 'weight_selection')),
@@ -78,7 +81,8 @@ def run(cfg):
     set_fused_attn(cfg.fused_attn)
     set_seed(cfg.seed)
     try:
-        model = NestedViT(cfg.model, cfg.model_args, cfg.sizes or [], drop_path_rate=cfg.drop_path)
+        model = NestedViT(cfg.model, cfg.model_args, cfg.sizes or [], slicing=cfg.slicing,
+                          drop_path_rate=cfg.drop_path)
     except PoolSpecError as e:
         raise ConfigError(f'train_nested: {e}') from None
     base = model.base
@@ -138,8 +142,9 @@ def run(cfg):
     if accelerator.is_main_process:
         base.pretrained_cfg = trained_cfg(base.pretrained_cfg, cfg, **shape)
         save_for_hf(base, out / 'model', safe_serialization=True)
-        (out / 'nested.json').write_text(json.dumps(dict(model=cfg.model, model_args=cfg.model_args,
-                                                         sizes=[f'{w}x{h}' for w, h in model.sizes]), indent=2))
+        (out / 'nested.json').write_text(json.dumps(dict(
+            model=cfg.model, model_args=cfg.model_args, slicing=cfg.slicing,
+            sizes=[f'{w}x{h}' for w, h in model.sizes]), indent=2))
         with open(out / 'sizes.csv', 'w', newline='') as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
