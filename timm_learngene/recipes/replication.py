@@ -391,7 +391,8 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
             name = cand['name']
             c_dir = sd / distill_dirs[name]
             with _unless_unfinished():
-                run(f'seed {seed} {name} distill', distill,
+                # candidates sharing a distilled pool share its stage name: its time counts once, for the first
+                run(f"seed {seed} {distill_dirs[name][:-len('_distill')]} distill", distill,
                     dict(preset['distill'], **cand.get('distill', {}), seed=seed, output=str(c_dir),
                          teacher_checkpoint=anc_ckpt), c_dir / 'pool' / 'model.safetensors')
                 c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
