@@ -27,7 +27,7 @@ def _reset_accelerate():
 
 def test_a_slice_is_a_plain_vit_and_trains_the_network(images):
     torch.manual_seed(0)
-    net = NestedViT('vit_tiny_patch16_224', ARGS, ['16x1', '24x2', [32, 2]]).eval()
+    net = NestedViT('vit_tiny_patch16_224', ARGS, ['16x1', '24x2', [32, 2]], slicing='even').eval()
     assert net.names == ['w16', 'w24', 'w32'] and set(net.state_dict()) == {f'base.{k}' for k in net.base.state_dict()}
     with torch.no_grad():
         for name in net.names:
@@ -65,7 +65,7 @@ def test_weight_selection_start_gives_each_slice_the_weight_selected_member():
     selection takes from the ancestry for a model of the slice's width directly."""
     torch.manual_seed(0)
     anc = timm.create_model('vit_tiny_patch16_224', **dict(ARGS, depth=4)).eval()
-    net = NestedViT('vit_tiny_patch16_224', ARGS, ['16x1', '32x2'])
+    net = NestedViT('vit_tiny_patch16_224', ARGS, ['16x1', '32x2'], slicing='even')
     state = {k: v.detach() for k, v in anc.state_dict().items()}
     net.base.load_state_dict(select_weights(net.base.state_dict(), 32, 2, 2, state, anc))
     direct = timm.create_model('vit_tiny_patch16_224', **dict(ARGS, embed_dim=16, num_heads=1))

@@ -66,7 +66,7 @@ class NestedViT(nn.Module):
     dict is the plain timm ViT's, under ``base.``); a slice selects from them on every call, so training a slice
     trains the network."""
 
-    def __init__(self, model: str, model_args: Dict, sizes: Sequence, slicing: str = 'even', **kwargs):
+    def __init__(self, model: str, model_args: Dict, sizes: Sequence, slicing: str = 'prefix', **kwargs):
         super().__init__()
         if slicing not in SPACINGS:
             raise PoolSpecError(f'nested slicing is one of {sorted(SPACINGS)}, got {slicing!r}')

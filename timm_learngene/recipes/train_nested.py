@@ -57,9 +57,10 @@ OPTIONS = OptionTable([
            "must be the full network's own width and heads", group='model'),
     Option('sizes_per_step', int, 4, 'widths trained per optimizer step: the widest and the narrowest in every step, '
            'the others drawn uniformly', group='model'),
-    Option('slicing', str, 'even', "how a size is cut from the network: even (evenly spaced channels, heads and "
-           "units, as weight selection takes a member from the ancestry) or prefix (the first ones: each narrower "
-           'size inside the wider)', group='model', choices=('even', 'prefix')),
+    Option('slicing', str, 'prefix', "how a size is cut from the network: prefix (the first channels, heads and "
+           'units: each narrower size inside the wider; ahead of even on val at seed 0, docs/stitching.md section '
+           '10) or even (evenly spaced, as weight selection takes a member from the ancestry)', group='model',
+           choices=('even', 'prefix')),
     Option('member_init', str, 'random', "how the network starts: random (timm's init) or weight_selection (the "
            "ancestry's own weights, as distill --member-init weight_selection)", group='model',
            choices=('random', 'weight_selection')),
