@@ -2,8 +2,11 @@
 import csv
 import gzip
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +283,24 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     nested = next(line for line in screen(tmp_path / 'out', {'n': seed0 / 'nested'}).splitlines()
                   if line.startswith('| n |'))
     assert nested.startswith('| n | nested 8 / 16 / 24 / 32 | 4 | ')
+    # the demo's targets on a replication arm (recipes/demo_targets.sh): only the members' evaluation runs
+    demo = yaml.safe_load((ROOT / 'recipes' / 'configs' / 'pipeline_demo.yaml').read_text())
+    demo.update({k: preset[k] for k in ('data_dir', 'val_size', 'ancestry', 'distill')}, name='toy_demo')
+    (tmp_path / 'demo.yaml').write_text(yaml.safe_dump(demo))
+    script = [str(ROOT / 'recipes' / 'demo_targets.sh'), str(tmp_path / 'out'), '0']
+    env = dict(os.environ, PYTHON=sys.executable)
+    done = subprocess.run(script + ['ws', str(tmp_path / 'dt'), '--preset', str(tmp_path / 'demo.yaml')], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    demo_report = (tmp_path / 'dt' / 'report' / 'report.md').read_text()
+    assert '## Targets' in demo_report and 'every stitched descendant above tiny' in demo_report
+    wall = next(line for line in demo_report.splitlines() if line.startswith('Wall time per stage'))
+    assert all(re.search(fr'\b{s} \d+ \(reused\)', wall) for s in ('ancestry', 'distill', 'finetune', 'evaluate'))
+    assert wall.count('(reused)') == 4 and re.search(r'eval_distilled \d+,', wall), wall
+    assert (tmp_path / 'dt' / 'finetune').resolve() == (seed0 / 'ws_finetuned').resolve()
+    missing = subprocess.run(script + ['nope', str(tmp_path / 'dt2')], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and 'error: ' in missing.stderr and 'nope_distill' in missing.stderr
+    assert not (tmp_path / 'dt2').exists()
     b = load_file(seed0 / 'lgp_lstsq_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
