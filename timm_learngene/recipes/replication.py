@@ -285,7 +285,7 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     # the direct students' learning rate, per width: the best on the validation split at `direct_lr_seed` of
     # `direct_lrs` (default: `direct`'s lr alone; a tie keeps `direct`'s)
     base_lr, lrs = _direct_lrs(preset)
-    lr_seed = rep.get('direct_lr_seed', seeds[0])
+    lr_seed = direct_lr_seed(preset)
     lr_choices: Dict[int, Dict[float, float]] = {}  # width -> lr -> val top-1 at lr_seed
     spec = None
     report = None
@@ -430,6 +430,13 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
         raise ConfigError(f'{out}: no arm of the replication has finished for seeds {seeds}, so there is nothing to '
                           f'report; run it without --report-only first')
     return report
+
+
+def direct_lr_seed(preset: Dict) -> int:
+    """The seed whose validation split chooses the direct students' lr: ``replication.direct_lr_seed``, default the
+    first of ``replication.seeds`` (default: the preset's seed)."""
+    rep = preset['replication']
+    return rep.get('direct_lr_seed', list(rep.get('seeds', [preset.get('seed', 0)]))[0])
 
 
 def _direct_lrs(preset: Dict):
@@ -687,9 +694,8 @@ def _lr_lines(preset: Dict, lr_choices: Dict[int, Dict[float, float]]) -> List[s
     width at ``direct_lr_seed``, and the one chosen; nothing when one learning rate was given."""
     if not lr_choices:
         return []
-    rep = preset['replication']
-    seed = rep.get('direct_lr_seed', list(rep.get('seeds', [preset.get('seed', 0)]))[0])
-    base = float(rep['direct']['lr'])
+    seed = direct_lr_seed(preset)
+    base = float(preset['replication']['direct']['lr'])
     cells = []
     for width, vals in sorted(lr_choices.items()):
         best = max(vals, key=lambda lr: (vals[lr], lr == base))
