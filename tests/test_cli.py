@@ -104,7 +104,14 @@ def test_an_unknown_pipeline_stage_is_one_line(capsys, monkeypatch):
         run_cli(pipeline.main, ['--preset', 'replication', '--until', 'nope'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and 'Traceback' not in err, err
-    assert "error: argument --until: 'nope' is not one of '', ancestry, " in err.strip().splitlines()[-1], err
+    assert "error: pipeline: --until 'nope' is not a stage of the replication: give 'ancestry' or a stage name" \
+        in err.strip().splitlines()[-1], err
+    with pytest.raises(SystemExit) as e:
+        run_cli(pipeline.main, ['--preset', 'demo', '--until', 'seed 0 distill'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.strip().endswith(
+        "--until 'seed 0 distill' is not a stage of the demo; give one of ancestry, distill, eval_distilled, "
+        "finetune, evaluate"), err
 
 
 def test_presets_and_configs_ship_inside_the_package():

@@ -304,6 +304,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     b = load_file(seed0 / 'lgp_lstsq_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith('stitches.'))
+    # --until takes a replication stage name as the run prints it (finished stages count as reached)
+    assert pipeline.main(['--preset', str(path), '--output', str(tmp_path / 'out'), '--until', 'seed 1 ws distill']) \
+        == tmp_path / 'out' / 'seed1' / 'ws_distill' / 'pool' / 'model.safetensors'
     # --report-only trains nothing: an arm with an unfinished stage is left out for that seed, the rest reported
     (tmp_path / 'out' / 'seed1' / 'snnet_finetuned' / '.stage_done.json').unlink()
     (seed0 / 'eval_lgp_lstsq_zeroshot' / '.stage_done.json').unlink()  # hides only the zero-shot row

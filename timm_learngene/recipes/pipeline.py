@@ -27,6 +27,7 @@ before any stage runs) plus the options every stage shares (``SHARED``: ``datase
 """
 import csv
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -62,8 +63,10 @@ OPTIONS = OptionTable([
     Option('force', bool, False, 'rerun the stages that finished before, from scratch'),
     Option('report_only', bool, False, 'train nothing: write the report from the stages that have finished (the '
            "replication leaves out, per seed, every arm with an unfinished stage); a run in parts reports at any time"),
-    Option('until', str, '', "stop after this stage (e.g. eval_distilled for a distillation ablation; '' = run "
-           'all)', choices=('', 'ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate')),
+    Option('until', str, '', "stop after this stage, run or reused ('' = run all): the demo's ancestry, distill, "
+           "eval_distilled, finetune or evaluate (e.g. eval_distilled for a distillation ablation); the "
+           "replication's ancestry or a stage name as its run prints it in brackets, 'seed N ...' (e.g. 'seed 1 "
+           "direct 128w/6 lr 0.002')"),
     Option('set', List[str], [], 'override one option of one stage, STAGE.KEY=VALUE with VALUE read as YAML, '
            'e.g. --set distill.max_steps=20', repeat=True, metavar='STAGE.KEY=VALUE'),
 ], __doc__, config_file=False)
@@ -197,6 +200,7 @@ def run(cfg) -> Path:
     for stage, recipe, options in sections:
         stage_config(recipe, shared, dict(options, **stand_in.get(stage, {})), source=f'preset section {stage!r}')
     check_preset(preset)
+    _check_until(cfg.until, preset)
     out.mkdir(parents=True, exist_ok=True)
     if shared.get('dataset') == 'fashion_mnist':
         shared['data_dir'] = str(ensure_fashion_mnist(shared.get('data_dir') or None))
@@ -204,13 +208,34 @@ def run(cfg) -> Path:
         raise ConfigError('pipeline: --report-only trains nothing and --force reruns every stage; give one')
     stages = _StageRunner(shared, cfg.force, cfg.until, cfg.report_only)
     try:
-        return _run_stages(preset, out, stages)
+        path = _run_stages(preset, out, stages)
+        if cfg.until:  # a replication stage name is only checked for its form
+            print(f'pipeline: warning: --until {cfg.until!r} named no stage of this run, so every stage ran',
+                  flush=True)
+        return path
     except StageNotDone as e:  # the demo's stages run in a chain: its report needs all of them
         raise ConfigError(f'pipeline: stage {e} of {out} has not finished, and --report-only trains nothing; run '
                           f'without it to finish the stages (finished ones are reused)') from None
     except _StopAfter as stop:
         print(f'stopped after stage {cfg.until!r} (--until): {stop.path}')
         return stop.path
+
+
+DEMO_STAGES = ('ancestry', 'distill', 'eval_distilled', 'finetune', 'evaluate')
+
+
+def _check_until(until: str, preset: Dict) -> None:
+    """ConfigError unless ``until`` ('' = no stop) can name a stage of this preset: a demo stage, or for the
+    replication 'ancestry' or 'seed N ...' (its stage names depend on the arms, so the rest is not checked)."""
+    if not until:
+        return
+    if 'replication' in preset:
+        if until == 'ancestry' or re.fullmatch(r'seed \d+ \S.*', until):
+            return
+        raise ConfigError(f"pipeline: --until {until!r} is not a stage of the replication: give 'ancestry' or a "
+                          f"stage name as the run prints it in brackets, 'seed N ...' (e.g. 'seed 0 distill')")
+    if until not in DEMO_STAGES:
+        raise ConfigError(f"pipeline: --until {until!r} is not a stage of the demo; give one of {', '.join(DEMO_STAGES)}")
 
 
 def _run_stages(preset: Dict, out: Path, stages: _StageRunner) -> Path:
