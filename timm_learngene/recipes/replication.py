@@ -746,7 +746,10 @@ def _report(out, preset, spec, results, compute, ancestry_cost, run=None, lr_cho
              'difference exceeds twice the larger of its standard error over the seeds and the binomial error of a '
              'difference of two evaluations on the same test images (not divided by the number of seeds: every seed '
              'uses the same images); otherwise it is a tie.', '',
-             *(['## Goal (issue 28)', '', *goal(results, compute), ''] if 'direct' in results else []),
+             *(['## Goal (issue 28)', '', *goal(results, compute), '',
+                'Each candidate and the nested pool above is a design tried to close the gap; the screens that chose '
+                'them, every variant with its test and validation numbers, kept or dropped, are in '
+                'docs/stitching.md (sections 7-12).', ''] if 'direct' in results else []),
              '![top-1 vs GMACs](replication.png)', '',
              *_wall_time(out, preset, getattr(run, 'timings', {}), getattr(run, 'reused', ())),
              *_lr_lines(preset, lr_choices or {}),
