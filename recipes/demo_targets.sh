@@ -11,20 +11,36 @@
 #   recipes/demo_targets.sh out/replication 0 w4_ws_members out/demo_targets/w4_ws_members_seed0 \
 #       --set distill.pool=fashion_mnist_l6_w4 --set distill.member_init=weight_selection --set finetune.sandwich=members
 #
-# ARM: lgp_<init> (the paper's pool, distill/ of the seed) or a candidate's name (<name>_distill/ of the seed).
+# ARM: lgp_<init> (the paper's pool) or a candidate's name, as in the replication's <ARM>_finetuned folders.
 # Options after OUTPUT go to the pipeline (a later --preset replaces `demo`); PYTHON picks the interpreter.
 set -euo pipefail
 if [ $# -lt 4 ]; then
-    sed -n '9,12p' "$0" >&2
+    echo "usage: $0 REPLICATION_OUT SEED ARM OUTPUT [pipeline options, e.g. --set distill.pool=NAME]" >&2
     exit 2
 fi
 rep=$(realpath "$1"); seed=$2; arm=$3; out=$4; shift 4
 sd="$rep/seed$seed"
-case "$arm" in
-    lgp_*) dist="$sd/distill" ;;
-    *) dist="$sd/${arm}_distill" ;;
-esac
-for d in "$rep/ancestry" "$dist" "$sd/${arm}_finetuned" "$sd/eval_${arm}_finetuned"; do
+for d in "$rep/ancestry" "$sd/${arm}_finetuned"; do
+    if [ ! -e "$d/.stage_done.json" ]; then
+        echo "error: $d has not finished (no .stage_done.json); run the replication's arm $arm for seed $seed first" >&2
+        exit 2
+    fi
+done
+# the distilled pool the arm finetuned, as its finetune config names it (candidates with the same distillation
+# share one folder); a relative path is relative to where the run started, found from its `output`
+dist=$("${PYTHON:-python}" - "$sd/${arm}_finetuned" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+ft = Path(sys.argv[1]).absolute()
+cfg = yaml.safe_load((ft / 'config.yaml').read_text())
+pool, base = Path(cfg['pool']), ft
+for _ in Path(cfg['output']).parts:
+    base = base.parent
+print((pool if pool.is_absolute() else base / pool).parent)
+PY
+)
+for d in "$dist" "$sd/eval_${arm}_finetuned"; do
     if [ ! -e "$d/.stage_done.json" ]; then
         echo "error: $d has not finished (no .stage_done.json); run the replication's arm $arm for seed $seed first" >&2
         exit 2

@@ -298,8 +298,9 @@ def test_replication_arms_end_to_end_at_toy_size(tmp_path):
     assert all(re.search(fr'\b{s} \d+ \(reused\)', wall) for s in ('ancestry', 'distill', 'finetune', 'evaluate'))
     assert wall.count('(reused)') == 4 and re.search(r'eval_distilled \d+,', wall), wall
     assert (tmp_path / 'dt' / 'finetune').resolve() == (seed0 / 'ws_finetuned').resolve()
+    assert (tmp_path / 'dt' / 'distill').resolve() == (seed0 / 'ws_distill').resolve()  # from the finetune config
     missing = subprocess.run(script + ['nope', str(tmp_path / 'dt2')], env=env, capture_output=True, text=True)
-    assert missing.returncode == 2 and 'error: ' in missing.stderr and 'nope_distill' in missing.stderr
+    assert missing.returncode == 2 and 'error: ' in missing.stderr and 'nope_finetuned' in missing.stderr
     assert not (tmp_path / 'dt2').exists()
     b = load_file(seed0 / 'lgp_lstsq_zeroshot' / 'pool' / 'model.safetensors')
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith('members.'))
