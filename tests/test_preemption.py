@@ -1,5 +1,6 @@
 """Preemption (SIGTERM / SIGINT -> checkpoint at the step boundary, exit 75, exact resume), a changed process count
 refused on resume, and a two-node run on loopback (issue 30)."""
+import itertools
 import json
 import os
 import signal
@@ -256,7 +257,10 @@ def test_loader_workers_ignore_stop_signals_only_while_training_handles_them():
             os.kill(worker.pid, sig)
             time.sleep(0.3)
             assert worker.is_alive(), signal.Signals(sig).name
-        next(it)  # and it still serves
+        assert len(list(itertools.islice(it, 7))) == 7  # and it still serves, to the last of its 8 batches
+    # The worker is now idle (every index sent and served). Killed while busy, it could die inside the loader's
+    # shared `done_event` lock, and the iterator's shutdown at the end of this test would wait on it forever.
+    time.sleep(0.2)
     os.kill(worker.pid, signal.SIGTERM)  # no loop handles it now: the worker stops, as a loader shutdown expects
     try:
         worker.join(10)
