@@ -116,3 +116,15 @@ def test_train_nested_writes_every_size_with_test_and_val_top1(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(saved(x), net.eval()(x))
     assert json.loads((tmp_path / 'out' / 'nested.json').read_text())['sizes'] == ['16x1', '24x2', '32x2']
+    # --narrowest-every-step: the two narrowest train in every step with the widest, the rest is drawn
+    for bad, match in ((['--narrowest-every-step', '3'], r'--narrowest-every-step 3: give 1 to 2 \(there are 3 sizes'),
+                       (['--narrowest-every-step', '2', '--sizes-per-step', '2'],
+                        r'--sizes-per-step 2 is below the 3 sizes that train in every step')):
+        with pytest.raises(ConfigError, match=match):
+            train_nested.main(base + bad + ['--output', str(tmp_path / 'bad')])
+    four = base[:3] + ['8x1,16x1,24x2,32x2'] + base[4:]
+    train_nested.main(four + ['--max-steps', '2', '--sizes-per-step', '3', '--narrowest-every-step', '2', '--no-eval',
+                              '--output', str(tmp_path / 'two')])
+    log = [json.loads(x) for x in (tmp_path / 'two' / 'log.jsonl').read_text().splitlines() if '"total"' in x]
+    assert [sorted(k for k in r if k.startswith('route:')) for r in log] == [['route:w16', 'route:w32', 'route:w8']] * 2
+    assert not (tmp_path / 'bad').exists()

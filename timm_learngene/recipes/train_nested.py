@@ -5,8 +5,8 @@
         --sizes 64x1,96x2,128x2,160x2,192x3 --teacher-checkpoint out/ancestry/model --dataset fashion_mnist
 
 Every optimizer step trains ``--sizes-per-step`` widths on the same batch (the sandwich rule: the widest and the
-narrowest in every step, the others drawn uniformly, seeded and resumable), each with ``ce_weight * CE +
-kd_weight * KD`` from the ancestry (one ancestry forward a step), their mean the loss. ``--member-init
+narrowest in every step, or the ``--narrowest-every-step`` narrowest, the others drawn uniformly, seeded and
+resumable), each with ``ce_weight * CE + kd_weight * KD`` from the ancestry (one ancestry forward a step), their mean the loss. ``--member-init
 weight_selection`` starts the network from the ancestry's own weights (each slice then equal to the weight-selected
 member of its width). At the end every size is evaluated on the test split (``top1``) and, with ``--val-size``, the
 validation split (``val_top1``): ``OUTPUT/sizes.csv`` (name, route, width, heads, params, gmacs, top1, val_top1).
@@ -57,6 +57,8 @@ OPTIONS = OptionTable([
            "must be the full network's own width and heads", group='model'),
     Option('sizes_per_step', int, 4, 'widths trained per optimizer step: the widest and the narrowest in every step, '
            'the others drawn uniformly', group='model'),
+    Option('narrowest_every_step', int, 1, 'how many of the narrowest widths train in every step (with the widest); '
+           'the rest of --sizes-per-step is drawn from the widths between', group='model'),
     Option('slicing', str, 'prefix', "how a size is cut from the network: prefix (the first channels, heads and "
            'units: each narrower size inside the wider; ahead of even on val at seed 0, docs/stitching.md section '
            '10) or even (evenly spaced, as weight selection takes a member from the ancestry)', group='model',
@@ -100,7 +102,14 @@ def run(cfg):
         except PoolSpecError as e:
             raise ConfigError(f'train_nested: --member-init weight_selection: {e}') from None
     names = model.names
-    always = [names[-1], names[0]] if len(names) > 1 else [names[0]]
+    if not 1 <= cfg.narrowest_every_step < max(len(names), 2):
+        raise ConfigError(f'train_nested: --narrowest-every-step {cfg.narrowest_every_step}: give 1 to '
+                          f'{max(len(names) - 1, 1)} (there are {len(names)} sizes, and the widest always trains)')
+    always = [names[-1], *names[:cfg.narrowest_every_step]] if len(names) > 1 else [names[0]]
+    if cfg.sizes_per_step < len(always):
+        raise ConfigError(f'train_nested: --sizes-per-step {cfg.sizes_per_step} is below the {len(always)} sizes that '
+                          f'train in every step (the widest and --narrowest-every-step {cfg.narrowest_every_step}); '
+                          f'raise it or lower --narrowest-every-step')
     try:
         sampler = RouteSampler(names, seed=cfg.seed, per_step=min(cfg.sizes_per_step, len(names)), always=always)
     except ValueError as e:
