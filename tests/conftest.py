@@ -60,3 +60,12 @@ def tiny3m() -> PoolSpec:
 def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randn(2, 3, IMG, IMG, generator=g)
+
+
+@pytest.fixture(autouse=True)
+def _curves_only_where_checked(request, monkeypatch):
+    """A training run ends by drawing its loss/lr curves (``curves.png``, matplotlib, ~0.2 s); the suite runs ~80
+    tiny runs in this process, so the figure is drawn only in tests marked ``curves`` (the ones that check it).
+    Runs the tests start as subprocesses still draw it."""
+    if request.node.get_closest_marker('curves') is None:
+        monkeypatch.setattr('timm_learngene.training.loop.plot_log', lambda log_file, path=None: None)

@@ -51,6 +51,7 @@ def test_off_a_terminal_progress_is_plain_lines_with_an_eta(capsys):
         progress_mode('fancy')
 
 
+@pytest.mark.curves
 def test_a_training_run_prints_progress_and_evaluation_lines(tmp_path, capsys):
     _train(tmp_path / 'run', '--log-every', '2', '--progress', 'lines')
     out = capsys.readouterr().out

@@ -269,7 +269,8 @@ def _paired(a: Dict[int, float], b: Dict[int, float]):
 
 def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     """Run every arm for every seed (reusing finished stages) and write OUTPUT/report/replication.md +
-    replication.png; the report is rewritten after each arm, so a run cut short still reports what finished.
+    replication.png; the report is rewritten after each arm that ran a stage, so a run cut short still reports
+    what finished (arms read back from reused stages are written once, at the end).
 
     ``run(stage, recipe, options, done)`` is the pipeline's stage runner: it runs ``recipe`` (a recipe module)
     with ``options`` over the preset's shared ones, unless ``done`` and the stage's marker exist."""
@@ -289,143 +290,163 @@ def replicate(preset: Dict, out: Path, run: Callable) -> Path:
     lr_choices: Dict[int, Dict[float, float]] = {}  # width -> lr -> val top-1 at lr_seed
     spec = None
     report = None
-    for seed in seeds:
-        sd = out / f'seed{seed}'
-        dist_dir = sd / 'distill'
-        try:
-            run(f'seed {seed} distill', distill, dict(preset['distill'], seed=seed, output=str(dist_dir),
-                                                       teacher_checkpoint=anc_ckpt),
-                dist_dir / 'pool' / 'model.safetensors')
-        except StageNotDone:  # --report-only: nothing of this seed can have finished
-            continue
-        spec = read_pool_config(dist_dir / 'pool')['model_args']['pool']
-        anc_macs = _vit_macs(anc_args['embed_dim'], anc_args['num_heads'], anc_args['depth'], spec)
-        ancestry_cost = 3 * anc_macs * stage_images(anc_dir)
+    pending = False  # arms finished or read back since the report was last written
+    reported_after = None  # how many stages had run (not reused) when it was last written
 
-        def finetune_and_eval(arm: str, pool_args: Dict, init: str, pool_spec_of: Callable,
-                              zero_shot: bool = True) -> Path:
-            # the zero-shot rows (stitch init, no finetuning) belong to the paper's claims: not for the candidates
-            zero_shot = zero_shot and seed in zero_shot_seeds
-            tags = (('zeroshot', 0), ('finetuned', None)) if zero_shot else (('finetuned', None),)
-            for tag, steps in tags:
-                ft_dir = sd / f'{arm}_{tag}'
-                opts = dict(preset['finetune'], **pool_args, seed=seed, output=str(ft_dir), stitch_init=init,
-                            teacher_checkpoint=anc_ckpt)
-                if steps is not None:
-                    opts.update(max_steps=steps, epochs=0)  # max_steps 0 alone means 'use epochs'
-                ev_dir = sd / f'eval_{arm}_{tag}'
-                try:
-                    run(f'seed {seed} {arm} {tag} (finetune)', finetune, opts, ft_dir / 'pool' / 'model.safetensors')
-                    run(f'seed {seed} {arm} {tag} (evaluate)', evaluate,
-                        dict(eval_opts, pool=str(ft_dir / 'pool'), seed=seed, output=str(ev_dir)),
-                        ev_dir / 'descendants.csv')
-                except StageNotDone:
-                    if tag == 'finetuned':
-                        raise
-                    continue  # --report-only: an unfinished zero-shot row does not hide the finetuned one
-                results.setdefault(f'{arm} {tag}', {})[seed] = _rows(ev_dir / 'descendants.csv')
-            ft_dir = sd / f'{arm}_finetuned'
-            return _finetune_cost(ft_dir, pool_spec_of(ft_dir), anc_macs)
+    def update_report():
+        # after each arm when a stage ran since the last report (a run cut short reports what finished); arms whose
+        # stages were all reused (a resumed run, --report-only) are written once, at the end
+        nonlocal report, pending, reported_after
+        ran = len(getattr(run, 'timings', ())) - len(getattr(run, 'reused', ()))
+        if report is not None and ran == reported_after:
+            pending = True
+            return
+        report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
+        pending, reported_after = False, ran
 
-        def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool,
-                  at_seed: Optional[int] = None, tag: str = ''):
-            at_seed = seed if at_seed is None else at_seed
-            s_dir = out / f'seed{at_seed}' / name
-            opts = dict(options, seed=at_seed, output=str(s_dir),
-                        model_args=dict(anc_args, embed_dim=width, depth=depth, num_heads=heads))
-            if kd:
-                opts['teacher_checkpoint'] = anc_ckpt
-            run(f'seed {at_seed} {arm} {width}w/{depth}{tag}', train_vit, opts, s_dir / 'model' / 'model.safetensors')
-            row = _student(s_dir, arm, spec, anc_macs, kd)
-            return row, row.pop('cost')
+    try:
+        for seed in seeds:
+            sd = out / f'seed{seed}'
+            dist_dir = sd / 'distill'
+            try:
+                run(f'seed {seed} distill', distill, dict(preset['distill'], seed=seed, output=str(dist_dir),
+                                                           teacher_checkpoint=anc_ckpt),
+                    dist_dir / 'pool' / 'model.safetensors')
+            except StageNotDone:  # --report-only: nothing of this seed can have finished
+                continue
+            spec = read_pool_config(dist_dir / 'pool')['model_args']['pool']
+            anc_macs = _vit_macs(anc_args['embed_dim'], anc_args['num_heads'], anc_args['depth'], spec)
+            ancestry_cost = 3 * anc_macs * stage_images(anc_dir)
 
-        def direct_lr(width: int, heads: int) -> float:
-            # the students' lr at this width: the one in `direct`, or the best on val of `direct_lrs` at lr_seed
-            # (trained there first), as the pool's finetune lr was chosen on one seed's validation split
-            if len(lrs) == 1:
-                return lrs[0]
-            for lr in lrs:
-                train('direct', direct_stage(width, lr, base_lr), dict(rep['direct'], lr=lr), width, heads,
-                      spec.depth, True, at_seed=lr_seed, tag=f' lr {lr:g}' if lr != base_lr else '')
-            vals = {lr: student_val_top1(out / f'seed{lr_seed}' / direct_stage(width, lr, base_lr)) for lr in lrs}
-            lr_choices.setdefault(width, vals)
-            return max(lrs, key=lambda lr: (vals[lr], lr == base_lr))
+            def finetune_and_eval(arm: str, pool_args: Dict, init: str, pool_spec_of: Callable,
+                                  zero_shot: bool = True) -> Path:
+                # the zero-shot rows (stitch init, no finetuning) belong to the paper's claims: not for the candidates
+                zero_shot = zero_shot and seed in zero_shot_seeds
+                tags = (('zeroshot', 0), ('finetuned', None)) if zero_shot else (('finetuned', None),)
+                for tag, steps in tags:
+                    ft_dir = sd / f'{arm}_{tag}'
+                    opts = dict(preset['finetune'], **pool_args, seed=seed, output=str(ft_dir), stitch_init=init,
+                                teacher_checkpoint=anc_ckpt)
+                    if steps is not None:
+                        opts.update(max_steps=steps, epochs=0)  # max_steps 0 alone means 'use epochs'
+                    ev_dir = sd / f'eval_{arm}_{tag}'
+                    try:
+                        run(f'seed {seed} {arm} {tag} (finetune)', finetune, opts,
+                            ft_dir / 'pool' / 'model.safetensors')
+                        run(f'seed {seed} {arm} {tag} (evaluate)', evaluate,
+                            dict(eval_opts, pool=str(ft_dir / 'pool'), seed=seed, output=str(ev_dir)),
+                            ev_dir / 'descendants.csv')
+                    except StageNotDone:
+                        if tag == 'finetuned':
+                            raise
+                        continue  # --report-only: an unfinished zero-shot row does not hide the finetuned one
+                    results.setdefault(f'{arm} {tag}', {})[seed] = _rows(ev_dir / 'descendants.csv')
+                ft_dir = sd / f'{arm}_finetuned'
+                return _finetune_cost(ft_dir, pool_spec_of(ft_dir), anc_macs)
 
-        def pool_spec(ft_dir: Path):
-            return read_pool_config(ft_dir / 'pool')['model_args']['pool']
+            def train(arm: str, name: str, options: Dict, width: int, heads: int, depth: int, kd: bool,
+                      at_seed: Optional[int] = None, tag: str = ''):
+                at_seed = seed if at_seed is None else at_seed
+                s_dir = out / f'seed{at_seed}' / name
+                opts = dict(options, seed=at_seed, output=str(s_dir),
+                            model_args=dict(anc_args, embed_dim=width, depth=depth, num_heads=heads))
+                if kd:
+                    opts['teacher_checkpoint'] = anc_ckpt
+                run(f'seed {at_seed} {arm} {width}w/{depth}{tag}', train_vit, opts,
+                    s_dir / 'model' / 'model.safetensors')
+                row = _student(s_dir, arm, spec, anc_macs, kd)
+                return row, row.pop('cost')
 
-        distill_cost = _distill_cost(dist_dir, spec, anc_macs)
+            def direct_lr(width: int, heads: int) -> float:
+                # the students' lr at this width: the one in `direct`, or the best on val of `direct_lrs` at lr_seed
+                # (trained there first), as the pool's finetune lr was chosen on one seed's validation split
+                if len(lrs) == 1:
+                    return lrs[0]
+                for lr in lrs:
+                    train('direct', direct_stage(width, lr, base_lr), dict(rep['direct'], lr=lr), width, heads,
+                          spec.depth, True, at_seed=lr_seed, tag=f' lr {lr:g}' if lr != base_lr else '')
+                vals = {lr: student_val_top1(out / f'seed{lr_seed}' / direct_stage(width, lr, base_lr)) for lr in lrs}
+                lr_choices.setdefault(width, vals)
+                return max(lrs, key=lambda lr: (vals[lr], lr == base_lr))
 
-        def direct_and_scratch(arms):
-            nonlocal report
-            for arm, key, widths, kd in arms:
-                with _unless_unfinished():  # --report-only: an arm is reported with every width or not at all
-                    rows, total = [], 0
-                    for width, heads in widths:
-                        if arm == 'direct':
-                            lr = direct_lr(width, heads)
-                            row, cost = train(arm, direct_stage(width, lr, base_lr), dict(rep[key], lr=lr), width,
-                                              heads, spec.depth, kd, tag=f' lr {lr:g}' if lr != base_lr else '')
-                            row['lr'] = lr
-                        else:
-                            row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
-                        rows.append(row)
-                        total += cost
-                    results.setdefault(arm, {})[seed] = rows
-                    compute[arm] = total + (ancestry_cost if kd else 0)
-                    report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
+            def pool_spec(ft_dir: Path):
+                return read_pool_config(ft_dir / 'pool')['model_args']['pool']
 
-        # The order only decides what a run cut short has finished: the default init's pool and the direct
-        # students it is measured against first, then the other inits, SN-Net and the members from scratch.
-        inits = list(rep['stitch_inits'])
-        for i, init in enumerate(inits):
+            distill_cost = _distill_cost(dist_dir, spec, anc_macs)
+
+            def direct_and_scratch(arms):
+                for arm, key, widths, kd in arms:
+                    with _unless_unfinished():  # --report-only: an arm is reported with every width or not at all
+                        rows, total = [], 0
+                        for width, heads in widths:
+                            if arm == 'direct':
+                                lr = direct_lr(width, heads)
+                                row, cost = train(arm, direct_stage(width, lr, base_lr), dict(rep[key], lr=lr), width,
+                                                  heads, spec.depth, kd, tag=f' lr {lr:g}' if lr != base_lr else '')
+                                row['lr'] = lr
+                            else:
+                                row, cost = train(arm, f'{arm}_{width}w', rep[key], width, heads, spec.depth, kd)
+                            rows.append(row)
+                            total += cost
+                        results.setdefault(arm, {})[seed] = rows
+                        compute[arm] = total + (ancestry_cost if kd else 0)
+                        update_report()
+
+            # The order only decides what a run cut short has finished: the default init's pool and the direct
+            # students it is measured against first, then the other inits, SN-Net and the members from scratch.
+            inits = list(rep['stitch_inits'])
+            for i, init in enumerate(inits):
+                with _unless_unfinished():
+                    cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
+                    compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
+                    update_report()
+                if i == 0:
+                    direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
+            # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's
+            # overrides
+            distill_dirs = candidate_distill_dirs(rep.get('candidates', []))
+            for cand in rep.get('candidates', []):
+                name = cand['name']
+                c_dir = sd / distill_dirs[name]
+                with _unless_unfinished():
+                    # candidates sharing a distilled pool share its stage name: its time counts once, for the first
+                    run(f"seed {seed} {distill_dirs[name][:-len('_distill')]} distill", distill,
+                        dict(preset['distill'], **cand.get('distill', {}), seed=seed, output=str(c_dir),
+                             teacher_checkpoint=anc_ckpt), c_dir / 'pool' / 'model.safetensors')
+                    c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
+                    ft = dict(cand.get('finetune', {}))
+                    init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
+                    cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec, zero_shot=False)
+                    compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
+                    update_report()
+            # the nested pool (issue 28): width slices of one ViT at the members' depth, the widest size's shape
+            if rep.get('nested'):
+                with _unless_unfinished():
+                    n_dir = sd / 'nested'
+                    (w, h) = parse_sizes(rep['nested']['sizes'])[-1]
+                    opts = dict(rep['nested'], seed=seed, output=str(n_dir), teacher_checkpoint=anc_ckpt,
+                                model_args=dict(anc_args, embed_dim=w, num_heads=h, depth=spec.depth))
+                    run(f'seed {seed} nested', train_nested, opts, n_dir / 'sizes.csv')
+                    results.setdefault('nested finetuned', {})[seed] = _rows(n_dir / 'sizes.csv')
+                    compute['nested finetuned'] = ancestry_cost + stage_images(n_dir) * nested_macs_per_image(
+                        yaml.safe_load((n_dir / 'config.yaml').read_text()), anc_macs)
+                    update_report()
+            # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
             with _unless_unfinished():
-                cost = finetune_and_eval(f'lgp_{init}', {'pool': str(dist_dir / 'pool')}, init, pool_spec)
-                compute[f'lgp_{init} finetuned'] = ancestry_cost + distill_cost + cost
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
-            if i == 0:
-                direct_and_scratch([('direct', 'direct', rep['direct_widths'], True)])
-        # candidate designs (issue 28): a pool distilled and finetuned as the LGP arm, with the candidate's overrides
-        distill_dirs = candidate_distill_dirs(rep.get('candidates', []))
-        for cand in rep.get('candidates', []):
-            name = cand['name']
-            c_dir = sd / distill_dirs[name]
-            with _unless_unfinished():
-                # candidates sharing a distilled pool share its stage name: its time counts once, for the first
-                run(f"seed {seed} {distill_dirs[name][:-len('_distill')]} distill", distill,
-                    dict(preset['distill'], **cand.get('distill', {}), seed=seed, output=str(c_dir),
-                         teacher_checkpoint=anc_ckpt), c_dir / 'pool' / 'model.safetensors')
-                c_spec = read_pool_config(c_dir / 'pool')['model_args']['pool']
-                ft = dict(cand.get('finetune', {}))
-                init = ft.pop('stitch_init', preset['finetune'].get('stitch_init', 'lstsq'))
-                cost = finetune_and_eval(name, dict(ft, pool=str(c_dir / 'pool')), init, pool_spec, zero_shot=False)
-                compute[f'{name} finetuned'] = ancestry_cost + _distill_cost(c_dir, c_spec, anc_macs) + cost
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
-        # the nested pool (issue 28): width slices of one ViT at the members' depth, the widest size's shape
-        if rep.get('nested'):
-            with _unless_unfinished():
-                n_dir = sd / 'nested'
-                (w, h) = parse_sizes(rep['nested']['sizes'])[-1]
-                opts = dict(rep['nested'], seed=seed, output=str(n_dir), teacher_checkpoint=anc_ckpt,
-                            model_args=dict(anc_args, embed_dim=w, num_heads=h, depth=spec.depth))
-                run(f'seed {seed} nested', train_nested, opts, n_dir / 'sizes.csv')
-                results.setdefault('nested finetuned', {})[seed] = _rows(n_dir / 'sizes.csv')
-                compute['nested finetuned'] = ancestry_cost + stage_images(n_dir) * nested_macs_per_image(
-                    yaml.safe_load((n_dir / 'config.yaml').read_text()), anc_macs)
-                report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
-        # SN-Net: anchors of the ancestry's depth; the widest is the ancestry, the others trained on labels
-        with _unless_unfinished():
-            anchors, anchor_cost = [], 0
-            for width, heads in rep['anchor_widths']:
-                _, cost = train(
-                    'snnet_anchor', f'snnet_anchor_{width}w', rep['anchor'], width, heads, anc_args['depth'], False)
-                anchors.append(str(sd / f'snnet_anchor_{width}w' / 'model'))
-                anchor_cost += cost
-            anchors.append(anc_ckpt)
-            cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
-            compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
+                anchors, anchor_cost = [], 0
+                for width, heads in rep['anchor_widths']:
+                    _, cost = train(
+                        'snnet_anchor', f'snnet_anchor_{width}w', rep['anchor'], width, heads, anc_args['depth'], False)
+                    anchors.append(str(sd / f'snnet_anchor_{width}w' / 'model'))
+                    anchor_cost += cost
+                anchors.append(anc_ckpt)
+                cost = finetune_and_eval('snnet', {'anchors': anchors}, 'lstsq', pool_spec)
+                compute['snnet finetuned'] = ancestry_cost + anchor_cost + cost
+                update_report()
+            direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
+    finally:
+        if pending:  # also when --until or an error stops the run
             report = _report(out, preset, spec, results, compute, ancestry_cost, run, lr_choices)
-        direct_and_scratch([('scratch', 'scratch', [(m.width, m.heads) for m in spec.members], False)])
     if report is None:
         raise ConfigError(f'{out}: no arm of the replication has finished for seeds {seeds}, so there is nothing to '
                           f'report; run it without --report-only first')
