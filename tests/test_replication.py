@@ -48,6 +48,8 @@ def test_nested_counts_the_sandwich_sizes_and_the_expected_draws():
     assert nested_macs_per_image(cfg, 1000) == 1000 + 3 * (m[64] + m[192] + (m[96] + m[128]) / 2)
     assert nested_macs_per_image(dict(cfg, sizes_per_step=4, kd_weight=0), 1000) == 3 * sum(m.values())
     assert nested_macs_per_image(dict(cfg, sizes=['192x3']), 1000) == 1000 + 3 * m[192]
+    # the two narrowest in every step (train_nested --narrowest-every-step 2): with 3 sizes a step, no draw is left
+    assert nested_macs_per_image(dict(cfg, narrowest_every_step=2), 1000) == 1000 + 3 * (m[64] + m[96] + m[192])
 
 
 def test_finetune_counts_every_route_of_a_step():

@@ -126,13 +126,14 @@ def finetune_macs_per_image(spec: PoolSpec, cfg: Dict, teacher_macs: int) -> flo
 
 def nested_macs_per_image(cfg: Dict, teacher_macs: int) -> float:
     """Training MACs per image of a nested ViT (``train_nested``'s config ``cfg``): the ancestry's forward once (with
-    KD) plus 3x the forward MACs of each step's sizes (the widest and the narrowest, and the expected MACs of the
-    uniform draws from the others)."""
+    KD) plus 3x the forward MACs of each step's sizes (the widest and the ``narrowest_every_step`` narrowest, and
+    the expected MACs of the uniform draws from the others)."""
     args = cfg['model_args']
     sizes = parse_sizes(cfg['sizes'])
     macs = [size_cost(w, h, args['depth'], args.get('img_size', 224), args.get('patch_size', 16),
                       args.get('in_chans', 3), args.get('num_classes', 1000))[1] for w, h in sizes]
-    always, others = (macs[:1], []) if len(macs) == 1 else ([macs[0], macs[-1]], macs[1:-1])
+    n = cfg.get('narrowest_every_step', 1)
+    always, others = (macs[:1], []) if len(macs) == 1 else (macs[:n] + macs[-1:], macs[n:-1])
     drawn = min(cfg.get('sizes_per_step', 4), len(macs)) - len(always)
     mean_other = sum(others) / len(others) if others else 0
     return (teacher_macs if cfg.get('kd_weight') else 0) + 3 * (sum(always) + drawn * mean_other)
