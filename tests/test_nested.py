@@ -9,7 +9,7 @@ import torch
 from timm.models import save_for_hf
 
 from timm_learngene.errors import ConfigError, PoolSpecError
-from timm_learngene.nested import NestedViT, parse_sizes, size_cost
+from timm_learngene.nested import NestedViT, every_step, parse_sizes, size_cost
 from timm_learngene.recipes import train_nested
 from timm_learngene.spec import MemberSpec, PoolSpec, route_macs
 from timm_learngene.weight_selection import select_weights
@@ -87,6 +87,14 @@ def test_nested_sizes_are_checked(sizes, match):
         NestedViT('vit_tiny_patch16_224', ARGS, sizes)
 
 
+def test_every_step_is_the_widest_and_the_narrowest():
+    assert every_step(1) == [0] and every_step(10) == [0, 9] and every_step(10, 2) == [0, 1, 9]
+    assert every_step(3, 2) == [0, 1, 2]
+    for bad in (0, 3, True, 1.5):
+        with pytest.raises(ValueError, match=r'give 1 to 2 \(there are 3 sizes'):
+            every_step(3, bad)
+
+
 def test_size_cost_counts_as_the_pool_counts():
     params, macs = size_cost(24, 2, 2, img_size=32, patch_size=8, in_chans=3, num_classes=5)
     one = PoolSpec('x', (MemberSpec('m', 24, 2, 2),), img_size=32, patch_size=8, in_chans=3, num_classes=5)
@@ -119,7 +127,7 @@ def test_train_nested_writes_every_size_with_test_and_val_top1(tmp_path):
     # --narrowest-every-step: the two narrowest train in every step with the widest, the rest is drawn
     for bad, match in ((['--narrowest-every-step', '3'], r'--narrowest-every-step 3: give 1 to 2 \(there are 3 sizes'),
                        (['--narrowest-every-step', '2', '--sizes-per-step', '2'],
-                        r'--sizes-per-step 2 is below the 3 sizes that train in every step')):
+                        r'--sizes-per-step 2: 3 routes are drawn in every step .* more than the 2 routes per step')):
         with pytest.raises(ConfigError, match=match):
             train_nested.main(base + bad + ['--output', str(tmp_path / 'bad')])
     four = base[:3] + ['8x1,16x1,24x2,32x2'] + base[4:]

@@ -25,7 +25,7 @@ from .errors import PoolSpecError
 from .spec import MemberSpec, PoolSpec, pool_params, route_macs
 from .weight_selection import SPACINGS, select_weights
 
-__all__ = ['NestedViT', 'parse_sizes', 'size_name', 'size_cost']
+__all__ = ['NestedViT', 'parse_sizes', 'size_name', 'size_cost', 'every_step']
 
 
 def size_name(width: int) -> str:
@@ -50,6 +50,18 @@ def parse_sizes(items: Sequence) -> List[Tuple[int, int]]:
     if not out:
         raise PoolSpecError('a nested ViT needs at least one size (WIDTHxHEADS)')
     return sorted(out)
+
+
+def every_step(count: int, narrowest: int = 1) -> List[int]:
+    """Indices (narrowest first) of the sizes trained in every step of a nested ViT with ``count`` sizes: the
+    widest and the ``narrowest`` narrowest (the sandwich rule; one size alone is trained alone). ValueError when
+    ``narrowest`` leaves no size between them to be both (1 to ``count - 1``)."""
+    if count == 1:
+        return [0]
+    if isinstance(narrowest, bool) or not isinstance(narrowest, int) or not 1 <= narrowest < count:
+        raise ValueError(f'give 1 to {count - 1} (there are {count} sizes, and the widest always trains), got '
+                         f'{narrowest!r}')
+    return [*range(narrowest), count - 1]
 
 
 def size_cost(width: int, heads: int, depth: int, img_size: int, patch_size: int, in_chans: int,

@@ -51,7 +51,7 @@ from ..evaluation import pareto_front, pareto_plot, write_markdown
 from ..finetune import cost_buckets, sandwich_routes
 from ..pool_reader import read_pool_config
 from ..spec import MemberSpec, PoolSpec, enumerate_descendants, pool_params, route_macs
-from ..nested import parse_sizes, size_cost
+from ..nested import every_step, parse_sizes, size_cost
 from . import distill, evaluate, finetune, train_nested, train_vit
 
 __all__ = ['replicate', 'summarise', 'best_at', 'chosen_at', 'compare', 'goal', 'screen', 'stage_images', 'distill_macs_per_image',
@@ -132,8 +132,9 @@ def nested_macs_per_image(cfg: Dict, teacher_macs: int) -> float:
     sizes = parse_sizes(cfg['sizes'])
     macs = [size_cost(w, h, args['depth'], args.get('img_size', 224), args.get('patch_size', 16),
                       args.get('in_chans', 3), args.get('num_classes', 1000))[1] for w, h in sizes]
-    n = cfg.get('narrowest_every_step', 1)
-    always, others = (macs[:1], []) if len(macs) == 1 else (macs[:n] + macs[-1:], macs[n:-1])
+    always_idx = every_step(len(macs), cfg.get('narrowest_every_step', 1))
+    always = [macs[i] for i in always_idx]
+    others = [m for i, m in enumerate(macs) if i not in always_idx]
     drawn = min(cfg.get('sizes_per_step', 4), len(macs)) - len(always)
     mean_other = sum(others) / len(others) if others else 0
     return (teacher_macs if cfg.get('kd_weight') else 0) + 3 * (sum(always) + drawn * mean_other)

@@ -6,12 +6,12 @@
 
 Every optimizer step trains ``--sizes-per-step`` widths on the same batch (the sandwich rule: the widest and the
 narrowest in every step, or the ``--narrowest-every-step`` narrowest, the others drawn uniformly, seeded and
-resumable), each with ``ce_weight * CE + kd_weight * KD`` from the ancestry (one ancestry forward a step), their mean the loss. ``--member-init
-weight_selection`` starts the network from the ancestry's own weights (each slice then equal to the weight-selected
-member of its width). At the end every size is evaluated on the test split (``top1``) and, with ``--val-size``, the
-validation split (``val_top1``): ``OUTPUT/sizes.csv`` (name, route, width, heads, params, gmacs, top1, val_top1).
-Writes ``OUTPUT/model`` (the full network, ``timm.models.save_for_hf``) and ``OUTPUT/nested.json`` (its sizes); a
-size alone: ``NestedViT.slice_model``.
+resumable), each with ``ce_weight * CE + kd_weight * KD`` from the ancestry (one ancestry forward a step), their
+mean the loss. ``--member-init weight_selection`` starts the network from the ancestry's own weights (each slice
+then equal to the weight-selected member of its width). At the end every size is evaluated on the test split
+(``top1``) and, with ``--val-size``, the validation split (``val_top1``): ``OUTPUT/sizes.csv`` (name, route, width,
+heads, params, gmacs, top1, val_top1). Writes ``OUTPUT/model`` (the full network, ``timm.models.save_for_hf``) and
+``OUTPUT/nested.json`` (its sizes); a size alone: ``NestedViT.slice_model``.
 """
 import csv
 import json
@@ -27,7 +27,7 @@ from ..ancestry import load_ancestry
 from ..data import build_dataset, build_loader, build_mixup
 from ..errors import ConfigError, PoolSpecError
 from ..finetune import DescendantTrainer, RouteSampler
-from ..nested import NestedViT, size_cost
+from ..nested import NestedViT, every_step, size_cost
 from ..training.loop import finish, fit
 from ..training.metrics import accuracy
 from ..training.option_groups import AUGMENTATION, DATA, DISTILLATION, MODEL, OPTIMIZATION, RUN
@@ -102,14 +102,11 @@ def run(cfg):
         except PoolSpecError as e:
             raise ConfigError(f'train_nested: --member-init weight_selection: {e}') from None
     names = model.names
-    if not 1 <= cfg.narrowest_every_step < max(len(names), 2):
-        raise ConfigError(f'train_nested: --narrowest-every-step {cfg.narrowest_every_step}: give 1 to '
-                          f'{max(len(names) - 1, 1)} (there are {len(names)} sizes, and the widest always trains)')
-    always = [names[-1], *names[:cfg.narrowest_every_step]] if len(names) > 1 else [names[0]]
-    if cfg.sizes_per_step < len(always):
-        raise ConfigError(f'train_nested: --sizes-per-step {cfg.sizes_per_step} is below the {len(always)} sizes that '
-                          f'train in every step (the widest and --narrowest-every-step {cfg.narrowest_every_step}); '
-                          f'raise it or lower --narrowest-every-step')
+    try:
+        idx = every_step(len(names), cfg.narrowest_every_step)
+        always = [names[idx[-1]], *(names[i] for i in idx[:-1])]  # the widest first, then narrowest first
+    except ValueError as e:
+        raise ConfigError(f'train_nested: --narrowest-every-step {cfg.narrowest_every_step}: {e}') from None
     try:
         sampler = RouteSampler(names, seed=cfg.seed, per_step=min(cfg.sizes_per_step, len(names)), always=always)
     except ValueError as e:
